@@ -1,0 +1,265 @@
+"""CNNFeatureExtractor: a pretrained CNN cut at a chosen depth, as a transformer."""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from . import _inputs, _pooling
+from ._network import (
+    PRECISIONS,
+    PREPROCESSING_MODES,
+    check_weights,
+    load_network,
+    normalize_input_size,
+)
+
+
+class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
+    """Deep features from a pretrained CNN cut at a chosen depth.
+
+    The feature-extraction approach of transfer learning: the classifier top
+    of a network pretrained on ImageNet is dropped, the rest (up to ``layer``)
+    is a fixed feature extractor, and any scikit-learn estimator can be
+    trained on its pooled output. Rule of thumb: small data similar to
+    ImageNet, take a high layer (``-1``); small and different data (medical,
+    satellite, drawings), try lower layers (``-2``, ``-3``, with
+    ``pooling=2`` to keep some layout); grid-search ``layer`` to decide.
+
+    Parameters
+    ----------
+    backbone : str, keras.Model or path, default="mobilenet_v2"
+        A registered name, case- and separator-insensitive (every
+        ``keras.applications`` model: ``"ResNet50"``, ``"resnet50"``,
+        ``"mobilenet_v2"``; see :func:`sktransfer.backbones.list_backbones`),
+        a ``keras.Model`` (used as is, never modified), or the path to a saved
+        ``.keras``/``.h5`` model.
+    weights : {"imagenet"} or None or path, default="imagenet"
+        ``"imagenet"``: pretrained weights through Keras' own download and
+        cache (``~/.keras/models``); when offline, the error names the file to
+        put there. ``None``: random initialisation. A path: a weights file
+        for the headless network. For a ``keras.Model`` backbone,
+        ``"imagenet"`` keeps the model's own weights.
+    layer : int, str or list, default=-1
+        Where to cut. An int indexes the backbone's blocks like a list (``-1``
+        the deepest, ``0`` the shallowest; see
+        :func:`sktransfer.backbones.blocks`), a str is a Keras layer name,
+        a list concatenates the features of several cut points.
+    pooling : {"avg", "max", "avgmax", "flatten"} or int, default="avg"
+        How each cut point's (h, w, c) map becomes features: global average
+        or max (c features), both concatenated (2c), no pooling (h*w*c), or
+        an int k for a k x k grid of averages (k*k*c).
+    input_size : int or (height, width), default=None
+        Size every image is resized to; ``None`` is the backbone's native
+        size (224 for most). Smaller is faster; any size the backbone accepts.
+    preprocessing : {"auto", "tf", "torch", "caffe"}, callable or None, \
+default="auto"
+        Maps RGB pixels in [0, 255] to the network's input. ``"auto"`` is the
+        backbone's own ``preprocess_input`` (none for a ``keras.Model``);
+        ``"tf"``/``"torch"``/``"caffe"`` are Keras' ImageNet modes; a callable
+        receives a float32 tensor (use ``keras.ops``); ``None`` feeds raw
+        pixels.
+    batch_size : int, default=32
+        Images per forward pass; memory is bounded by it.
+    on_error : {"raise", "nan"}, default="raise"
+        For files that cannot be read: raise an error naming the file and
+        its index, or return NaN features for them with a warning.
+    precision : {"float32", "mixed_float16", "mixed_bfloat16"}, \
+default="float32"
+        Keras dtype policy of the network; mixed precision speeds up GPUs
+        with tensor cores. Features are always float32.
+    jit_compile : bool, default=False
+        Compile the forward pass with XLA.
+    verbose : int, default=0
+        Show a progress bar during ``transform`` when > 0.
+
+    Attributes
+    ----------
+    backbone_name_ : str
+        Short name of the backbone, used in feature names.
+    input_size_ : tuple of int
+        (height, width) images are resized to.
+    layer_names_ : list of str
+        The Keras layers the network is cut at.
+    layer_shapes_ : list of tuple
+        (height, width, channels) of each cut point at ``input_size_``.
+    n_features_out_ : int
+        Number of features ``transform`` returns.
+
+    See Also
+    --------
+    sktransfer.backbones.blocks : The cut points of a backbone.
+    sktransfer.load_image_folder : Paths and labels from a class-per-folder tree.
+
+    Notes
+    -----
+    ``fit`` learns nothing from the images: it validates the parameters and
+    the input, and builds (or finds in the process-wide cache) the network.
+    Built networks are shared by every clone in a process, so a grid search
+    builds each backbone once. ``n_features_in_`` is not set: the input is
+    images of any size (or file paths), not a fixed number of columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import CNNFeatureExtractor
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    >>> extractor = CNNFeatureExtractor(
+    ...     backbone="mobilenet_v2", weights=None, input_size=32, layer=-2
+    ... )
+    >>> extractor.fit_transform(images).shape
+    (4, 96)
+    >>> extractor.layer_names_
+    ['block_13_expand_relu']
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [str, os.PathLike, HasMethods(["get_layer"])],
+        "weights": [StrOptions({"imagenet"}), str, os.PathLike, None],
+        "layer": [Integral, str, list, tuple],
+        "pooling": [StrOptions(set(_pooling.POOLING_OPTIONS)), Interval(Integral, 1, None, closed="left")],
+        "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+        "preprocessing": [StrOptions(set(PREPROCESSING_MODES)), callable, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "on_error": [StrOptions(set(_inputs.ON_ERROR_OPTIONS))],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "jit_compile": ["boolean"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone="mobilenet_v2",
+        *,
+        weights="imagenet",
+        layer=-1,
+        pooling="avg",
+        input_size=None,
+        preprocessing="auto",
+        batch_size=32,
+        on_error="raise",
+        precision="float32",
+        jit_compile=False,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.input_size = input_size
+        self.preprocessing = preprocessing
+        self.batch_size = batch_size
+        self.on_error = on_error
+        self.precision = precision
+        self.jit_compile = jit_compile
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Validate the parameters and input, and build the network.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+            See :func:`sktransfer.load_image_folder` and the package README
+            for the accepted forms. Only validated: no image is read.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : CNNFeatureExtractor
+        """
+        _pooling.check_pooling(self.pooling)
+        check_weights(self.weights)
+        size = normalize_input_size(self.input_size)
+        _inputs.as_images(X, on_error=self.on_error)
+        network = self._network(size)
+        self.layer_names_ = network.resolve_layers(self.layer)
+        self.layer_shapes_ = [network.layer_shape(name) for name in self.layer_names_]
+        self.backbone_name_ = network.name
+        self.input_size_ = network.input_size
+        self.n_features_out_ = sum(
+            _pooling.n_pooled(shape, self.pooling) for shape in self.layer_shapes_
+        )
+        return self
+
+    def _network(self, input_size):
+        return load_network(self.backbone, self.weights, input_size, self.precision)
+
+    def _feature_function(self):
+        network = self._network(normalize_input_size(self.input_size))
+        return network.feature_function(
+            self.layer_names_, self.pooling, self.preprocessing, self.jit_compile
+        )
+
+    def transform(self, X):
+        """Features of the images in ``X``.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+            Files are streamed from disk batch by batch.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, n_features_out_), float32
+            NaN rows for unreadable files when ``on_error="nan"``.
+        """
+        check_is_fitted(self)
+        images = _inputs.as_images(X, on_error=self.on_error)
+        function = self._feature_function()
+        features = np.empty((len(images), self.n_features_out_), dtype=np.float32)
+        failed: list[int] = []
+        progress = _progress_bar(len(images)) if self.verbose else None
+        for start, batch, batch_failed in _inputs.iter_batches(
+            images, self.input_size_, self.batch_size
+        ):
+            features[start : start + len(batch)] = function(batch)
+            failed.extend(batch_failed)
+            if progress is not None:
+                progress.add(len(batch))
+        features[failed] = np.nan
+        _inputs.warn_failed(failed, images)
+        return features
+
+    def get_feature_names_out(self, input_features=None):
+        """Feature names: ``{backbone}__{layer}__{pooling cell}__ch{channel}``.
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: the input is images.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self)
+        names = []
+        for layer_name, shape in zip(self.layer_names_, self.layer_shapes_):
+            names += _pooling.pooled_names(
+                f"{self.backbone_name_}__{layer_name}", shape, self.pooling
+            )
+        return np.asarray(names, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Images arrive as 3-D/4-D arrays or as paths; a one-column DataFrame
+        # of paths is the 2-D form.
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags
+
+
+def _progress_bar(total: int):
+    import keras
+
+    return keras.utils.Progbar(total, unit_name="image")

@@ -1,0 +1,383 @@
+"""Built networks, shared in-process, and their compiled feature functions.
+
+Building a backbone and reading its weights costs seconds; a grid search
+clones the extractor dozens of times. So networks are built lazily and kept
+in a small process-wide LRU cache keyed by what defines them (backbone,
+weights, input size, precision), and each network keeps the compiled
+feature functions of the cut points and poolings asked of it. Estimators
+hold only plain parameters and names, never Keras objects.
+
+The forward pass is one ``tf.function`` per (cut, pooling): preprocessing,
+the truncated network in inference mode and pooling run as one graph
+(optionally XLA-compiled) over float32 batches of a fixed image size, on
+the GPU when TensorFlow sees one.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from numbers import Integral
+
+import numpy as np
+
+from . import _pooling
+from ._tensorflow import tensorflow
+from .backbones._blocks import Block, find_blocks
+from .backbones._registry import download_error, get_spec, normalize_name
+
+#: At most this many built backbones stay cached per process; the least
+#: recently used is dropped first (a ResNet50 holds about 100 MB of weights).
+MAX_CACHED_NETWORKS = 4
+_MAX_FUNCTIONS_PER_NETWORK = 16
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PREPROCESSING_MODES = ("auto", "tf", "torch", "caffe")
+
+_lock = threading.RLock()
+_cache: OrderedDict = OrderedDict()
+
+
+@dataclass(eq=False)
+class Network:
+    """A built backbone at a concrete input size, ready to be cut.
+
+    Attributes
+    ----------
+    model : keras.Model
+    name : str
+        Short name used in feature names (``"mobilenetv2"``).
+    preprocess_input : callable
+        The backbone's own preprocessing (identity for user models).
+    input_size : tuple of int
+    blocks : list of Block
+    """
+
+    model: object
+    name: str
+    preprocess_input: object
+    input_size: tuple[int, int]
+    blocks: list[Block]
+    functions: OrderedDict = field(default_factory=OrderedDict)
+
+    def layer_shape(self, layer_name: str) -> tuple[int, int, int] | None:
+        for block in self.blocks:
+            if block.name == layer_name:
+                return block.height, block.width, block.channels
+        try:
+            output = self.model.get_layer(layer_name).output
+        except (ValueError, AttributeError):
+            return None
+        shape = getattr(output, "shape", ())
+        if len(shape) != 4 or any(d is None for d in shape[1:]):
+            return None
+        return tuple(int(d) for d in shape[1:])
+
+    def resolve_layers(self, layer, parameter: str = "layer") -> list[str]:
+        """Layer names for ``layer`` (block index, layer name, or a list)."""
+        items = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not items:
+            raise ValueError(f"{parameter}=[] is empty; give at least one layer.")
+        names = []
+        for item in items:
+            if isinstance(item, Integral) and not isinstance(item, bool):
+                names.append(self._block_at(int(item), parameter))
+            elif isinstance(item, str):
+                if self.layer_shape(item) is None:
+                    raise ValueError(
+                        f"{parameter}={item!r}: {self.name} has no layer of that "
+                        "name with a spatial (batch, h, w, c) output. Its blocks are "
+                        f"{self._block_list()}; any layer of model.summary() "
+                        "with a 4-D output works too."
+                    )
+                names.append(item)
+            else:
+                raise ValueError(
+                    f"{parameter}={item!r} is not valid: use a block index (int), "
+                    "a Keras layer name (str), or a list of these."
+                )
+        return names
+
+    def _block_at(self, index: int, parameter: str) -> str:
+        n = len(self.blocks)
+        if not -n <= index < n:
+            raise ValueError(
+                f"{parameter}={index} is out of range: {self.name} has {n} blocks, "
+                f"so valid indices are {-n} to {n - 1} ({self._block_list()})."
+            )
+        return self.blocks[index].name
+
+    def _block_list(self) -> str:
+        return ", ".join(
+            f"{i}: {b.name!r} ({b.height}x{b.width}x{b.channels})"
+            for i, b in enumerate(self.blocks)
+        )
+
+    def feature_function(self, layers: list[str], pooling, preprocessing, jit_compile):
+        """The cached compiled :class:`FeatureFunction` for a cut and pooling."""
+        key = (tuple(layers), pooling, _preprocessing_key(preprocessing), jit_compile)
+        with _lock:
+            if key in self.functions:
+                self.functions.move_to_end(key)
+                return self.functions[key]
+            function = FeatureFunction(
+                self, layers, pooling, self._preprocess(preprocessing), jit_compile
+            )
+            self.functions[key] = function
+            if len(self.functions) > _MAX_FUNCTIONS_PER_NETWORK:
+                self.functions.popitem(last=False)
+            return function
+
+    def _preprocess(self, preprocessing):
+        if preprocessing == "auto":
+            return self.preprocess_input
+        if preprocessing is None:
+            return None
+        if callable(preprocessing):
+            return preprocessing
+        from keras.applications import imagenet_utils
+
+        def preprocess(x, mode=preprocessing):
+            return imagenet_utils.preprocess_input(x, mode=mode)
+
+        return preprocess
+
+
+def _preprocessing_key(preprocessing):
+    return preprocessing if isinstance(preprocessing, str) or preprocessing is None else id(
+        preprocessing
+    )
+
+
+class FeatureFunction:
+    """Preprocess, run the truncated network and pool, as one compiled call."""
+
+    def __init__(self, network: Network, layers, pooling, preprocess, jit_compile):
+        tf = tensorflow()
+        import keras
+
+        model = network.model
+        outputs = [model.get_layer(name).output for name in layers]
+        self.truncated = keras.Model(model.inputs, outputs, name=f"{network.name}_cut")
+        self.shapes = [network.layer_shape(name) for name in layers]
+        self.n_features = sum(_pooling.n_pooled(s, pooling) for s in self.shapes)
+        self.input_size = network.input_size
+        self._preprocess = preprocess
+        self._pooling = pooling
+        height, width = network.input_size
+        self._call = tf.function(
+            self._forward,
+            input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
+            jit_compile=bool(jit_compile),
+        )
+
+    def _forward(self, x):
+        tf = tensorflow()
+        if self._preprocess is not None:
+            x = self._preprocess(x)
+        outputs = self.truncated(x, training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        pooled = [
+            tf.cast(_pooling.pool(tf, tf.cast(out, tf.float32), self._pooling), tf.float32)
+            for out in outputs
+        ]
+        return pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Features (k, n_features) float32 of a (k, h, w, 3) float32 batch."""
+        return self._call(batch).numpy()
+
+
+def _file_key(path) -> tuple:
+    path = os.path.abspath(os.fspath(path))
+    stat = os.stat(path)
+    return (path, stat.st_mtime_ns, stat.st_size)
+
+
+def _is_model(obj) -> bool:
+    return hasattr(obj, "get_layer") and hasattr(obj, "inputs")
+
+
+def _is_saved_model_path(backbone) -> bool:
+    return isinstance(backbone, os.PathLike) or (
+        isinstance(backbone, str) and backbone.lower().endswith((".keras", ".h5"))
+    )
+
+
+def check_weights(weights) -> None:
+    """ValueError/FileNotFoundError unless ``weights`` is valid."""
+    if weights is None or weights == "imagenet":
+        return
+    if isinstance(weights, (str, os.PathLike)):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(
+                f"weights={os.fspath(weights)!r}: no such file. Use 'imagenet', "
+                "None (random initialisation) or the path to a weights file."
+            )
+        return
+    raise ValueError(
+        f"weights={weights!r} is not valid; use 'imagenet', None or a file path."
+    )
+
+
+def normalize_input_size(input_size, parameter: str = "input_size"):
+    """``None``, an int or a (height, width) pair -> None or a tuple of ints."""
+    if input_size is None:
+        return None
+    if isinstance(input_size, Integral) and not isinstance(input_size, bool):
+        input_size = (input_size, input_size)
+    if (
+        isinstance(input_size, (tuple, list))
+        and len(input_size) == 2
+        and all(
+            isinstance(v, Integral) and not isinstance(v, bool) and v > 0
+            for v in input_size
+        )
+    ):
+        return int(input_size[0]), int(input_size[1])
+    raise ValueError(
+        f"{parameter}={input_size!r} is not valid; use None (the backbone's "
+        "native size), an int, or a (height, width) pair of positive ints."
+    )
+
+
+def load_network(backbone, weights, input_size, precision="float32") -> Network:
+    """The cached :class:`Network` for these parameters, built on first use.
+
+    Parameters
+    ----------
+    backbone : str, keras.Model or path
+    weights : "imagenet", None or path
+    input_size : tuple of int or None
+        None means the backbone's native size (or a model's own input size).
+    precision : {"float32", "mixed_float16", "mixed_bfloat16"}
+    """
+    if _is_saved_model_path(backbone) and not os.path.isfile(backbone):
+        raise FileNotFoundError(
+            f"backbone={os.fspath(backbone)!r}: no such model file. Give a "
+            "registered name (see sktransfer.backbones.list_backbones()), a "
+            "keras.Model, or the path to a saved .keras/.h5 model."
+        )
+    check_weights(weights)
+    key = _network_key(backbone, weights, input_size, precision)
+    with _lock:
+        entry = _cache.get(key)
+        if entry is not None and (entry[0] is None or entry[0]() is backbone):
+            _cache.move_to_end(key)
+            return entry[1]
+        network = _build_network(backbone, weights, input_size, precision)
+        # A user's model is keyed by identity; the weak reference lets a
+        # recycled id() be detected instead of serving another model's network.
+        ref = weakref.ref(backbone) if _is_model(backbone) else None
+        _cache[key] = (ref, network)
+        while len(_cache) > MAX_CACHED_NETWORKS:
+            _cache.popitem(last=False)
+        return network
+
+
+def clear_cache() -> None:
+    """Drop every cached network (frees their memory)."""
+    with _lock:
+        _cache.clear()
+
+
+def _network_key(backbone, weights, input_size, precision) -> tuple:
+    if _is_model(backbone):
+        backbone_key = ("model", id(backbone))
+    elif _is_saved_model_path(backbone):
+        backbone_key = ("file", *_file_key(backbone))
+    else:
+        backbone_key = ("name", normalize_name(backbone))
+    weights_key = (
+        _file_key(weights)
+        if weights is not None and weights != "imagenet"
+        else weights
+    )
+    return (backbone_key, weights_key, input_size, precision)
+
+
+def _build_network(backbone, weights, input_size, precision) -> Network:
+    tensorflow()
+    import keras
+
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy(precision)
+    try:
+        if _is_model(backbone) or _is_saved_model_path(backbone):
+            return _user_network(backbone, weights, input_size)
+        return _registry_network(backbone, weights, input_size)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _registry_network(name: str, weights, input_size) -> Network:
+    spec = get_spec(name)
+    size = input_size or spec.native_size
+    try:
+        model = spec.builder(input_shape=(*size, 3), weights=weights, include_top=False)
+    except ValueError as exc:
+        raise ValueError(
+            f"{spec.name} cannot be built with input_size={size}: {exc}"
+        ) from None
+    except Exception as exc:
+        if weights == "imagenet" and "URL fetch failure" in str(exc):
+            raise download_error(spec.name, exc) from None
+        raise
+    return Network(
+        model=model,
+        name=normalize_name(spec.name),
+        preprocess_input=spec.preprocess_input,
+        input_size=size,
+        blocks=find_blocks(model),
+    )
+
+
+def _user_network(backbone, weights, input_size) -> Network:
+    import keras
+
+    if _is_model(backbone):
+        model = backbone
+    else:
+        model = keras.models.load_model(os.fspath(backbone), compile=False)
+    shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
+    if len(model.inputs) != 1 or len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(
+            f"backbone model {model.name!r} must take one input of shape "
+            f"(height, width, 3), channels last; it takes {shape}."
+        )
+    own_size = tuple(shape[:2])
+    size = input_size or own_size
+    if None in size:
+        raise ValueError(
+            f"backbone model {model.name!r} accepts any image size, so "
+            "input_size=(height, width) must be given."
+        )
+    if own_size != size:
+        if None not in own_size:
+            raise ValueError(
+                f"input_size={size} differs from the input size {own_size} the "
+                f"backbone model {model.name!r} was built for."
+            )
+        # Give the flexible model a concrete size so every layer's output
+        # shape (and so its blocks) is known; the weights are shared copies.
+        concrete = keras.models.clone_model(
+            model, input_tensors=keras.Input(shape=(*size, 3))
+        )
+        concrete.set_weights(model.get_weights())
+        model = concrete
+    if weights is not None and weights != "imagenet":
+        if model is backbone:
+            # Load into a copy: the user's model must not be modified.
+            model = keras.models.clone_model(backbone)
+        model.load_weights(os.fspath(weights))
+    return Network(
+        model=model,
+        name=normalize_name(model.name) or "model",
+        preprocess_input=None,
+        input_size=size,
+        blocks=find_blocks(model),
+    )

@@ -1,0 +1,85 @@
+"""Shared fixtures: small real images made on the fly (no data is committed)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+#: Small images keep every test fast on 2 CPU cores.
+SIZE = 32
+
+
+def make_images(n: int = 12, size: int = SIZE, seed: int = 0) -> np.ndarray:
+    """Smooth random uint8 RGB images: blobs of colour, not white noise.
+
+    Noise images give near-constant features from a random network; smooth
+    ones exercise the network the way photos do.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(n, 4, 4, 3), dtype=np.uint8)
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+            for image in coarse
+        ]
+    )
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return make_images()
+
+
+@pytest.fixture
+def labels() -> np.ndarray:
+    return np.array(["cat", "dog", "eel"] * 4)
+
+
+@pytest.fixture
+def image_folder(tmp_path, images, labels):
+    """The images saved as PNG in a class-per-subfolder tree; returns the paths."""
+    paths = []
+    for index, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / label
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{index:03d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return tmp_path, paths
+
+
+def he_initialize(model, seed: int = 0):
+    """Give a Keras model random weights whose features depend on the image.
+
+    Keras' default initialisation with fresh BatchNorm statistics makes deep
+    features nearly constant across images (they vanish through ReLU6 chains),
+    which would let a comparison pass between near-equal numbers. He-scaled
+    normal kernels with identity BatchNorm keep activations of order one and
+    different for every image.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = weights
+            layer.set_weights(
+                [np.ones_like(gamma), np.zeros_like(beta), np.zeros_like(mean), np.ones_like(variance)]
+            )
+            continue
+        kernel = weights[0]
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            fan_in = np.prod(kernel.shape[:2])
+        else:
+            fan_in = np.prod(kernel.shape[:-1])
+        scale = np.sqrt(2.0 / fan_in)
+        layer.set_weights([rng.normal(0, scale, kernel.shape).astype("float32"), *weights[1:]])
+    return model

@@ -1,0 +1,73 @@
+import keras
+import pytest
+
+from sktransfer import backbones
+from sktransfer.backbones._blocks import find_blocks
+
+
+def test_every_keras_application_is_registered():
+    names = backbones.list_backbones()
+    for name in dir(keras.applications):
+        if name[:1].isupper():
+            assert name in names
+
+
+def test_native_sizes_and_preprocessing():
+    assert backbones.native_size("ResNet50") == (224, 224)
+    assert backbones.native_size("xception") == (299, 299)
+    assert backbones.native_size("efficientnet_b3") == (300, 300)
+    assert backbones.preprocess_input("mobilenet_v2") is keras.applications.mobilenet_v2.preprocess_input
+    assert backbones.preprocess_input("resnet-50") is keras.applications.resnet.preprocess_input
+
+
+def test_unknown_name_lists_close_names():
+    with pytest.raises(ValueError, match="Unknown backbone 'mobilenetv5'.*'MobileNetV2'"):
+        backbones.get_spec("mobilenetv5")
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mobilenet_v2", ["block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu"]),
+        ("resnet50", ["conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]),
+        # "valid" padding (299 -> 149 -> 147) still gives one block per stride,
+        # and a merged Inception module, not one of its branches, ends a block
+        ("inception_v3", ["activation_2", "activation_4", "mixed2", "mixed7", "mixed10"]),
+    ],
+)
+def test_blocks_of_keras_applications(name, expected):
+    names = backbones.blocks(name)
+    if name == "inception_v3":
+        # Keras numbers unnamed layers per process; the named ones are stable.
+        assert names[2:] == expected[2:] and len(names) == 5
+    else:
+        assert names == expected
+
+
+def test_block_shapes_follow_input_size():
+    info = backbones.block_info("mobilenet_v2", input_size=(64, 96))
+    assert [(b.height, b.width) for b in info] == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+    assert info[-1].channels == 1280
+
+
+def test_blocks_of_a_user_model_skip_padding_branches_and_the_top():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="full")(inputs)
+    x = keras.layers.ZeroPadding2D(1, name="pad")(x)  # 34x34: not a block
+    x = keras.layers.Conv2D(8, 3, strides=2, name="half")(x)
+    left = keras.layers.Conv2D(8, 1, name="branch_a")(x)
+    right = keras.layers.Conv2D(8, 3, padding="same", name="branch_b")(x)
+    x = keras.layers.Add(name="merge")([left, right])
+    x = keras.layers.MaxPooling2D(name="quarter")(x)
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    # 'quarter' holds no kernel of its own, but its resolution is reached by
+    # pooling only: no learned layer there, so it is not a block.
+    assert [b.name for b in find_blocks(model)] == ["full", "merge"]
+
+
+def test_saved_model_and_model_instance_blocks_agree(tmp_path):
+    model = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, strides=2, name="a"), keras.layers.ReLU(name="b")]
+    )
+    assert backbones.blocks(model) == ["b"]
