@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from numbers import Integral
-
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _inputs, _pooling
-from ._network import (
-    PRECISIONS,
-    PREPROCESSING_MODES,
-    check_weights,
-    load_network,
-    normalize_input_size,
-)
+from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
 
 
-class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
+class CNNFeatureExtractor(TransformerMixin, BackboneMixin, BaseEstimator):
     """Deep features from a pretrained CNN cut at a chosen depth.
 
     The feature-extraction approach of transfer learning: the classifier top
@@ -122,17 +112,8 @@ default="float32"
     """
 
     _parameter_constraints: dict = {
-        "backbone": [str, os.PathLike, HasMethods(["get_layer"])],
-        "weights": [StrOptions({"imagenet"}), str, os.PathLike, None],
-        "layer": [Integral, str, list, tuple],
-        "pooling": [StrOptions(set(_pooling.POOLING_OPTIONS)), Interval(Integral, 1, None, closed="left")],
-        "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
-        "preprocessing": [StrOptions(set(PREPROCESSING_MODES)), callable, None],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "on_error": [StrOptions(set(_inputs.ON_ERROR_OPTIONS))],
-        "precision": [StrOptions(set(PRECISIONS))],
+        **BACKBONE_CONSTRAINTS,
         "jit_compile": ["boolean"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -178,11 +159,8 @@ default="float32"
         -------
         self : CNNFeatureExtractor
         """
-        _pooling.check_pooling(self.pooling)
-        check_weights(self.weights)
-        size = normalize_input_size(self.input_size)
         _inputs.as_images(X, on_error=self.on_error)
-        network = self._network(size)
+        network = self._check_backbone_params()
         self.layer_names_ = network.resolve_layers(self.layer)
         self.layer_shapes_ = [network.layer_shape(name) for name in self.layer_names_]
         self.backbone_name_ = network.name
@@ -192,12 +170,8 @@ default="float32"
         )
         return self
 
-    def _network(self, input_size):
-        return load_network(self.backbone, self.weights, input_size, self.precision)
-
     def _feature_function(self):
-        network = self._network(normalize_input_size(self.input_size))
-        return network.feature_function(
+        return self._network().feature_function(
             self.layer_names_, self.pooling, self.preprocessing, self.jit_compile
         )
 
@@ -216,20 +190,14 @@ default="float32"
         """
         check_is_fitted(self)
         images = _inputs.as_images(X, on_error=self.on_error)
-        function = self._feature_function()
-        features = np.empty((len(images), self.n_features_out_), dtype=np.float32)
-        failed: list[int] = []
-        progress = _progress_bar(len(images)) if self.verbose else None
-        for start, batch, batch_failed in _inputs.iter_batches(
-            images, self.input_size_, self.batch_size
-        ):
-            features[start : start + len(batch)] = function(batch)
-            failed.extend(batch_failed)
-            if progress is not None:
-                progress.add(len(batch))
-        features[failed] = np.nan
-        _inputs.warn_failed(failed, images)
-        return features
+        return _inputs.map_batches(
+            self._feature_function(),
+            images,
+            self.input_size_,
+            self.batch_size,
+            self.n_features_out_,
+            verbose=self.verbose,
+        )
 
     def get_feature_names_out(self, input_features=None):
         """Feature names: ``{backbone}__{layer}__{pooling cell}__ch{channel}``.
@@ -259,9 +227,3 @@ default="float32"
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = []
         return tags
-
-
-def _progress_bar(total: int):
-    import keras
-
-    return keras.utils.Progbar(total, unit_name="image")

@@ -83,25 +83,31 @@ class Images:
     def load(
         self, start: int, stop: int, size: tuple[int, int]
     ) -> tuple[np.ndarray, list[int]]:
-        """Pixels of images ``start:stop`` resized to ``size``.
+        """Pixels of images ``start:stop`` resized to ``size``: see :meth:`take`."""
+        return self.take(np.arange(start, stop), size)
+
+    def take(
+        self, indices: np.ndarray, size: tuple[int, int]
+    ) -> tuple[np.ndarray, list[int]]:
+        """Pixels of the images at ``indices`` resized to ``size``.
 
         Returns
         -------
-        pixels : ndarray of shape (stop - start, height, width, 3), float32
+        pixels : ndarray of shape (len(indices), height, width, 3), float32
             RGB values in [0, 255].
         failed : list of int
             Indices (into the whole input) of images that could not be read;
             their pixels are zeros. Only non-empty with ``on_error="nan"``.
         """
-        batch = np.zeros((stop - start, *_as_size(size), 3), dtype=np.float32)
+        batch = np.zeros((len(indices), *_as_size(size), 3), dtype=np.float32)
         failed = []
-        for offset, index in enumerate(range(start, stop)):
+        for offset, index in enumerate(indices):
             try:
-                pixels = self._load_one(index)
+                pixels = self._load_one(int(index))
             except ImageLoadError:
                 if self.on_error == "raise":
                     raise
-                failed.append(index)
+                failed.append(int(index))
                 continue
             batch[offset] = resize(pixels[np.newaxis], size)[0]
         return batch, failed
@@ -121,8 +127,14 @@ class ArrayImages(Images):
     def __len__(self) -> int:
         return self.array.shape[0]
 
-    def load(self, start, stop, size):
-        pixels = np.asarray(self.array[start:stop], dtype=np.float32) * self.scale
+    def take(self, indices, size):
+        # A contiguous range is read through a view; other index sets copy.
+        start = int(indices[0]) if len(indices) else 0
+        if np.array_equal(indices, np.arange(start, start + len(indices))):
+            selected = self.array[start : start + len(indices)]
+        else:
+            selected = self.array[np.asarray(indices)]
+        pixels = np.asarray(selected, dtype=np.float32) * self.scale
         rgb = _to_rgb(pixels) if self.array.ndim == 4 else _gray(pixels)
         return resize(rgb, size), []
 
@@ -409,3 +421,36 @@ def warn_failed(failed: list[int], images: Images) -> None:
         UserWarning,
         stacklevel=3,
     )
+
+
+def map_batches(
+    function, images: Images, size: tuple[int, int], batch_size: int, width: int, *, verbose=0
+) -> np.ndarray:
+    """Apply a batch function to every image; rows of unreadable images are NaN.
+
+    Parameters
+    ----------
+    function : callable
+        (k, h, w, 3) float32 pixels -> (k, width) array.
+    verbose : int
+        Show a progress bar when > 0.
+
+    Returns
+    -------
+    out : ndarray of shape (len(images), width), float32
+    """
+    out = np.empty((len(images), width), dtype=np.float32)
+    failed: list[int] = []
+    progress = None
+    if verbose:
+        import keras
+
+        progress = keras.utils.Progbar(len(images), unit_name="image")
+    for start, batch, batch_failed in iter_batches(images, size, batch_size):
+        out[start : start + len(batch)] = function(batch)
+        failed.extend(batch_failed)
+        if progress is not None:
+            progress.add(len(batch))
+    out[failed] = np.nan
+    warn_failed(failed, images)
+    return out

@@ -35,7 +35,6 @@ MAX_CACHED_NETWORKS = 4
 _MAX_FUNCTIONS_PER_NETWORK = 16
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-PREPROCESSING_MODES = ("auto", "tf", "torch", "caffe")
 
 _lock = threading.RLock()
 _cache: OrderedDict = OrderedDict()
@@ -50,15 +49,15 @@ class Network:
     model : keras.Model
     name : str
         Short name used in feature names (``"mobilenetv2"``).
-    preprocess_input : callable
-        The backbone's own preprocessing (identity for user models).
+    spec_name : str or None
+        The registered backbone's name; None for a user's model.
     input_size : tuple of int
     blocks : list of Block
     """
 
     model: object
     name: str
-    preprocess_input: object
+    spec_name: str | None
     input_size: tuple[int, int]
     blocks: list[Block]
     functions: OrderedDict = field(default_factory=OrderedDict)
@@ -132,18 +131,9 @@ class Network:
             return function
 
     def _preprocess(self, preprocessing):
-        if preprocessing == "auto":
-            return self.preprocess_input
-        if preprocessing is None:
-            return None
-        if callable(preprocessing):
-            return preprocessing
-        from keras.applications import imagenet_utils
+        from .backbones._preprocess import resolve_preprocessing
 
-        def preprocess(x, mode=preprocessing):
-            return imagenet_utils.preprocess_input(x, mode=mode)
-
-        return preprocess
+        return resolve_preprocessing(self.spec_name, preprocessing)
 
 
 def _preprocessing_key(preprocessing):
@@ -181,10 +171,7 @@ class FeatureFunction:
         outputs = self.truncated(x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        pooled = [
-            tf.cast(_pooling.pool(tf, tf.cast(out, tf.float32), self._pooling), tf.float32)
-            for out in outputs
-        ]
+        pooled = [_pooling.pool(tf.cast(out, tf.float32), self._pooling) for out in outputs]
         return pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -321,7 +308,7 @@ def _registry_network(name: str, weights, input_size) -> Network:
     return Network(
         model=model,
         name=normalize_name(spec.name),
-        preprocess_input=spec.preprocess_input,
+        spec_name=spec.name,
         input_size=size,
         blocks=find_blocks(model),
     )
@@ -368,7 +355,7 @@ def _user_network(backbone, weights, input_size) -> Network:
     return Network(
         model=model,
         name=normalize_name(model.name) or "model",
-        preprocess_input=None,
+        spec_name=None,
         input_size=size,
         blocks=find_blocks(model),
     )

@@ -47,26 +47,29 @@ def _cells(length: int, k: int) -> list[tuple[int, int]]:
     ]
 
 
-def pool(tf, x, pooling):
-    """Pool a (batch, h, w, c) tensor to (batch, n_pooled) inside a tf.function."""
+def pool(x, pooling):
+    """Pool a (batch, h, w, c) tensor to (batch, n_pooled), with ``keras.ops``.
+
+    Used inside the extractor's compiled function and by :class:`Pooling`.
+    """
+    from keras import ops
+
     if pooling == "avg":
-        return tf.reduce_mean(x, axis=[1, 2])
+        return ops.mean(x, axis=(1, 2))
     if pooling == "max":
-        return tf.reduce_max(x, axis=[1, 2])
+        return ops.max(x, axis=(1, 2))
     if pooling == "avgmax":
-        return tf.concat(
-            [tf.reduce_mean(x, axis=[1, 2]), tf.reduce_max(x, axis=[1, 2])], axis=-1
-        )
+        return ops.concatenate([ops.mean(x, axis=(1, 2)), ops.max(x, axis=(1, 2))], axis=-1)
     height, width, channels = x.shape[1], x.shape[2], x.shape[3]
     if pooling == "flatten":
-        return tf.reshape(x, [-1, height * width * channels])
+        return ops.reshape(x, (-1, height * width * channels))
     k = int(pooling)
     cells = [
-        tf.reduce_mean(x[:, r0:r1, c0:c1, :], axis=[1, 2])
+        ops.mean(x[:, r0:r1, c0:c1, :], axis=(1, 2))
         for r0, r1 in _cells(height, k)
         for c0, c1 in _cells(width, k)
     ]
-    return tf.concat(cells, axis=-1)
+    return ops.concatenate(cells, axis=-1)
 
 
 def pooled_names(prefix: str, shape: tuple[int, int, int], pooling) -> list[str]:

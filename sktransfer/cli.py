@@ -68,6 +68,10 @@ def _demo(args) -> int:
         output_dir=args.output_dir,
         seed=args.seed,
         figure=not args.no_figure,
+        fine_tune=not args.no_fine_tune,
+        trainable_blocks=args.trainable_blocks,
+        head_epochs=args.head_epochs,
+        epochs=args.epochs,
     )
     return 0
 
@@ -122,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", default="sktransfer-demo", help="where the figure goes")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-figure", action="store_true", help="do not write the figure")
+    demo.add_argument("--no-fine-tune", action="store_true", help="skip the fine-tuning row")
+    demo.add_argument("--trainable-blocks", type=int, default=1,
+                      help="blocks fine-tuned in stage 2 (default: 1)")
+    demo.add_argument("--head-epochs", type=int, default=8,
+                      help="maximum epochs of stage 1, the new top (default: 8)")
+    demo.add_argument("--epochs", type=int, default=4,
+                      help="maximum epochs of stage 2, fine tuning (default: 4)")
     demo.set_defaults(run=_demo)
 
     listing = commands.add_parser(

@@ -40,17 +40,22 @@ def labels() -> np.ndarray:
     return np.array(["cat", "dog", "eel"] * 4)
 
 
+def save_pngs(images, folder, labels=None) -> list[str]:
+    """Save images as PNG files (in a subfolder per label if given); their paths."""
+    paths = []
+    for index, image in enumerate(images):
+        target = folder / labels[index] if labels is not None else folder
+        target.mkdir(exist_ok=True)
+        path = target / f"{index:03d}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return paths
+
+
 @pytest.fixture
 def image_folder(tmp_path, images, labels):
     """The images saved as PNG in a class-per-subfolder tree; returns the paths."""
-    paths = []
-    for index, (image, label) in enumerate(zip(images, labels)):
-        folder = tmp_path / label
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{index:03d}.png"
-        Image.fromarray(image).save(path)
-        paths.append(str(path))
-    return tmp_path, paths
+    return tmp_path, save_pngs(images, tmp_path, labels)
 
 
 def he_initialize(model, seed: int = 0):
@@ -83,3 +88,34 @@ def he_initialize(model, seed: int = 0):
         scale = np.sqrt(2.0 / fan_in)
         layer.set_weights([rng.normal(0, scale, kernel.shape).astype("float32"), *weights[1:]])
     return model
+
+
+def tiny_backbone(seed: int = 0):
+    """A three-block CNN for 32x32 images: fast to build, trace and train.
+
+    Each block is conv (stride 2) -> BatchNorm -> ReLU, so the recipe's
+    freezing and BatchNorm handling are exercised as on a real backbone.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = inputs
+    for index, filters in enumerate([8, 16, 32], start=1):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"conv{index}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+        x = keras.layers.ReLU(name=f"relu{index}")(x)
+    model = he_initialize(keras.Model(inputs, x, name="tiny"), seed)
+    # Non-trivial BatchNorm statistics, so a drift would be visible.
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma, beta, mean + 0.1, variance * 2.0])
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("backbones") / "tiny.keras"
+    tiny_backbone().save(path)
+    return str(path)

@@ -9,7 +9,7 @@ Fortran-ordered input, unchanged input) are tested in test_extractor.py.
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sktransfer import CNNFeatureExtractor
+from sktransfer import CNNFeatureExtractor, FineTunedCNNClassifier
 
 TABULAR = (
     "feeds a 2-D numeric array (n_samples, n_features) of tabular data; "
@@ -45,13 +45,40 @@ _TABULAR_CHECKS = [
     "check_transformer_general",
 ]
 
+_TABULAR_CLASSIFIER_CHECKS = [
+    "check_class_weight_classifiers",
+    "check_classifier_data_not_an_array",
+    "check_classifiers_classes",
+    "check_classifiers_one_label_sample_weights",
+    "check_classifiers_train",
+    "check_decision_proba_consistency",
+    "check_sample_weight_equivalence_on_dense_data",
+    "check_sample_weights_list",
+    "check_sample_weights_not_an_array",
+    "check_sample_weights_not_overwritten",
+    "check_sample_weights_pandas_series",
+    "check_sample_weights_shape",
+    "check_supervised_y_2d",
+]
+
 EXPECTED_FAILED_CHECKS = {
     CNNFeatureExtractor: {name: TABULAR for name in _TABULAR_CHECKS},
+    FineTunedCNNClassifier: {
+        name: TABULAR
+        for name in _TABULAR_CHECKS + _TABULAR_CLASSIFIER_CHECKS
+        if not name.startswith("check_transformer")
+    },
 }
 
 
 @parametrize_with_checks(
-    [CNNFeatureExtractor(weights=None, input_size=32)],
+    [
+        CNNFeatureExtractor(weights=None, input_size=32),
+        FineTunedCNNClassifier(
+            "mobilenet_v2", weights=None, input_size=32, head_epochs=1, epochs=0,
+            early_stopping=False, augment=False, random_state=0,
+        ),
+    ],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est)],
 )
 def test_sklearn_compatible_estimator(estimator, check):

@@ -284,3 +284,20 @@ def test_larger_images_and_small_batches(images):
     features = ext.transform(big)
     assert features.shape == (5, ext.n_features_out_)
     np.testing.assert_allclose(features, extractor(batch_size=5, layer=-2).fit(big).transform(big), atol=1e-5)
+
+
+def test_mixed_precision_gives_float32_features_close_to_float32(images, weights_file):
+    _, path = weights_file
+    full = extractor(weights=path, layer=-3).fit(images).transform(images)
+    mixed = extractor(weights=path, layer=-3, precision="mixed_bfloat16").fit(images)
+    features = mixed.transform(images)
+    assert features.dtype == np.float32
+    # bfloat16 keeps 8 bits of mantissa: agreement to a few percent
+    np.testing.assert_allclose(features, full, rtol=0.1, atol=0.1 * np.abs(full).mean())
+
+
+def test_jit_compile_gives_the_same_features(images):
+    plain = extractor(layer=-2).fit(images).transform(images)
+    np.testing.assert_allclose(
+        extractor(layer=-2, jit_compile=True).fit(images).transform(images), plain, atol=1e-4
+    )

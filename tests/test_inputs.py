@@ -200,3 +200,11 @@ def test_iter_batches_order_and_bound(images):
 def test_resize_is_identity_at_same_size(images):
     batch = images.astype(np.float32)
     assert resize(batch, (SIZE, SIZE)) is batch
+
+
+@pytest.mark.parametrize("kind", ["array", "paths"])
+def test_take_any_index_order(images, image_folder, kind):
+    source = as_images(images if kind == "array" else image_folder[1])
+    for indices in ([0, 2, 1, 3], [5], [11, 0], list(range(3, 9))):
+        pixels, _ = source.take(np.asarray(indices), (SIZE, SIZE))
+        np.testing.assert_array_equal(pixels, images[indices])

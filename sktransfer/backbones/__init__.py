@@ -179,5 +179,5 @@ def build(backbone: str, *, weights="imagenet", include_top: bool = True, input_
     size = normalize_input_size(input_size) or spec.native_size
     core = build_core(spec, size, weights, include_top)
     pixels = keras.Input((*size, 3), name="pixels")
-    outputs = core(Preprocess(spec.name, name="preprocess")(pixels))
+    outputs = core(Preprocess(spec.name, "auto", name="preprocess")(pixels))
     return keras.Model(pixels, outputs, name=f"{core.name}_from_pixels")

@@ -44,6 +44,9 @@ class BackboneSpec:
 
 _REGISTRY: dict[str, BackboneSpec] = {}
 
+#: String values of the estimators' ``preprocessing`` parameter.
+PREPROCESSING_MODES = ("auto", "tf", "torch", "caffe")
+
 
 def normalize_name(name: str) -> str:
     """Case- and separator-insensitive key: ``"mobilenet_v2" -> "mobilenetv2"``."""

@@ -1,0 +1,48 @@
+"""What both estimators share: the backbone parameters and their validation.
+
+One name for one idea: ``backbone``, ``weights``, ``layer``, ``pooling``,
+``input_size``, ``preprocessing``, ``batch_size``, ``on_error``,
+``precision`` and ``verbose`` mean the same in every estimator.
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral
+
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+
+from . import _inputs, _pooling
+from ._network import PRECISIONS, check_weights, load_network, normalize_input_size
+from .backbones._registry import PREPROCESSING_MODES
+
+BACKBONE_CONSTRAINTS: dict = {
+    "backbone": [str, os.PathLike, HasMethods(["get_layer"])],
+    "weights": [StrOptions({"imagenet"}), str, os.PathLike, None],
+    "layer": [Integral, str, list, tuple],
+    "pooling": [
+        StrOptions(set(_pooling.POOLING_OPTIONS)),
+        Interval(Integral, 1, None, closed="left"),
+    ],
+    "input_size": [None, Interval(Integral, 1, None, closed="left"), tuple, list],
+    "preprocessing": [StrOptions(set(PREPROCESSING_MODES)), callable, None],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "on_error": [StrOptions(set(_inputs.ON_ERROR_OPTIONS))],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "verbose": ["verbose"],
+}
+
+
+class BackboneMixin:
+    """Resolve the backbone parameters into a built, cached network."""
+
+    def _check_backbone_params(self):
+        """Checks beyond the constraint table; returns the network."""
+        _pooling.check_pooling(self.pooling)
+        check_weights(self.weights)
+        return self._network()
+
+    def _network(self):
+        return load_network(
+            self.backbone, self.weights, normalize_input_size(self.input_size), self.precision
+        )

@@ -1,0 +1,522 @@
+"""FineTunedCNNClassifier: fine tuning of a pretrained CNN as a classifier."""
+
+from __future__ import annotations
+
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted
+
+from . import _inputs, _training
+from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
+
+
+class FineTunedCNNClassifier(ClassifierMixin, BackboneMixin, BaseEstimator):
+    """Fine tuning of a pretrained CNN, as a scikit-learn classifier.
+
+    The second approach of transfer learning, done right by default. Stage 1
+    trains a new top (pooling, dropout, optional hidden layer, softmax) on the
+    frozen network cut at ``layer``; stage 2 unfreezes the top
+    ``trainable_blocks`` blocks and trains them with the small
+    ``learning_rate``. BatchNorm layers stay in inference mode throughout,
+    augmentation is applied only in training, and early stopping restores
+    the best weights by validation loss, on a stratified split taken only
+    from the data given to ``fit`` (cross-validation never leaks a test fold
+    into early stopping).
+
+    Rule of thumb: little data, keep ``trainable_blocks`` at 0-1; more data,
+    unfreeze more; data far from ImageNet, cut lower (``layer=-2``). Grid
+    search ``trainable_blocks`` and ``learning_rate`` to decide.
+
+    Parameters
+    ----------
+    backbone : str, keras.Model or path, default="efficientnet_lite0"
+        As in :class:`CNNFeatureExtractor`. A ``keras.Model`` is copied with
+        its weights for every fit; the model you pass is never modified.
+    weights : {"imagenet"} or None or path, default="imagenet"
+        As in :class:`CNNFeatureExtractor`.
+    layer : int, str or list, default=-1
+        Where to cut the network (a block index, a layer name, or a list).
+    pooling : {"avg", "max", "avgmax", "flatten"} or int, default="avg"
+        How the cut point's map becomes the top's input.
+    input_size : int or (height, width), default=None
+        Size images are resized to; the backbone's native size if None.
+    preprocessing : {"auto", "tf", "torch", "caffe"}, callable or None, \
+default="auto"
+        As in :class:`CNNFeatureExtractor`.
+    trainable_blocks : int or "all", default=1
+        How many top blocks of the cut network are unfrozen in stage 2: 0
+        trains the new top only (feature extraction trained end to end),
+        ``"all"`` the whole network.
+    learning_rate : float, default=1e-4
+        Learning rate of stage 2 (fine tuning): small, so the pretrained
+        weights are adjusted, never destroyed.
+    head_learning_rate : float, default=1e-3
+        Learning rate of stage 1 (the new top on the frozen network).
+    head_epochs : int, default=10
+        Maximum epochs of stage 1.
+    epochs : int, default=10
+        Maximum epochs of stage 2 (0 skips it).
+    batch_size : int, default=32
+    optimizer : {"adam", "adamw", "sgd", "rmsprop"}, default="adam"
+        A fresh optimizer is made for each stage (SGD with momentum 0.9).
+    dropout : float, default=0.2
+        Dropout before the softmax (and after the hidden layer).
+    hidden_units : int or None, default=None
+        Units of a ReLU dense layer before the softmax; None for none.
+    augment : bool or dict, default=True
+        Random training-time augmentation. True: ``{"flip": "horizontal",
+        "rotation": 0.05, "zoom": 0.1, "translation": 0.1}``; a dict may set
+        ``flip`` ("horizontal", "vertical", "horizontal_and_vertical"),
+        ``rotation`` (fraction of a full turn), ``zoom``, ``translation``,
+        ``contrast`` and ``crop`` (fractions); False for none.
+    validation_fraction : float, default=0.1
+        Fraction of the training images held out (stratified) for early
+        stopping; used only when ``early_stopping=True``.
+    early_stopping : bool, default=True
+        Stop each stage when the validation loss stops improving for
+        ``patience`` epochs, and restore the best weights.
+    patience : int, default=3
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes (keys are labels), multiplied into
+        ``sample_weight``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, shuffling, augmentation, dropout and the
+        new top's initialisation (through ``keras.utils.set_random_seed``):
+        the same value gives the same predictions on the CPU.
+    on_error : {"raise", "nan"}, default="raise"
+        For unreadable files in ``predict_proba``/``decision_function``: raise,
+        or NaN rows with a warning. ``fit`` always raises.
+    precision : {"float32", "mixed_float16", "mixed_bfloat16"}, \
+default="float32"
+    verbose : int, default=0
+        Keras' epoch logs and progress bars when > 0.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels, any hashable values (str, int, bool).
+    model_ : keras.Model
+        The trained network: RGB pixels in [0, 255] at ``input_size_`` ->
+        class probabilities (its layer ``"logits"`` gives the scores).
+    history_ : dict
+        Training curves per stage: ``{"head": {"loss": [...],
+        "val_loss": [...], ...}, "fine_tune": {...}}``.
+    layer_names_ : list of str
+        The Keras layers the network is cut at.
+    input_size_ : tuple of int
+    trainable_blocks_ : int
+        Blocks unfrozen in stage 2.
+
+    See Also
+    --------
+    CNNFeatureExtractor : Features of a frozen network, for any classifier.
+
+    Notes
+    -----
+    ``n_features_in_`` is not set: samples are images (or file paths), not
+    rows of a fixed number of columns; ``input_size_`` gives the size images
+    are resized to. ``warm_start`` is not offered: each fit starts again from
+    the pretrained weights, because continuing from an earlier fine-tuned
+    state would make a grid search's candidates depend on the order in which
+    they ran. Fitting calls ``keras.backend.clear_session()`` first, so that
+    memory stays flat across the many fits of a grid search.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer import FineTunedCNNClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> images = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    >>> labels = np.array(["cat", "dog"] * 6)
+    >>> clf = FineTunedCNNClassifier(
+    ...     backbone="mobilenet_v2", weights=None, input_size=32,
+    ...     head_epochs=1, epochs=1, early_stopping=False, random_state=0,
+    ... ).fit(images, labels)
+    >>> clf.classes_.tolist()
+    ['cat', 'dog']
+    >>> clf.predict_proba(images).shape
+    (12, 2)
+    """
+
+    _parameter_constraints: dict = {
+        **BACKBONE_CONSTRAINTS,
+        "trainable_blocks": [Interval(Integral, 0, None, closed="left"), StrOptions({"all"})],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_epochs": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 0, None, closed="left")],
+        "optimizer": [StrOptions(set(_training.OPTIMIZERS))],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "hidden_units": [None, Interval(Integral, 1, None, closed="left")],
+        "augment": ["boolean", dict],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "early_stopping": ["boolean"],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        backbone="efficientnet_lite0",
+        *,
+        weights="imagenet",
+        layer=-1,
+        pooling="avg",
+        input_size=None,
+        preprocessing="auto",
+        trainable_blocks=1,
+        learning_rate=1e-4,
+        head_learning_rate=1e-3,
+        head_epochs=10,
+        epochs=10,
+        batch_size=32,
+        optimizer="adam",
+        dropout=0.2,
+        hidden_units=None,
+        augment=True,
+        validation_fraction=0.1,
+        early_stopping=True,
+        patience=3,
+        class_weight=None,
+        random_state=None,
+        on_error="raise",
+        precision="float32",
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.weights = weights
+        self.layer = layer
+        self.pooling = pooling
+        self.input_size = input_size
+        self.preprocessing = preprocessing
+        self.trainable_blocks = trainable_blocks
+        self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
+        self.head_epochs = head_epochs
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.dropout = dropout
+        self.hidden_units = hidden_units
+        self.augment = augment
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.on_error = on_error
+        self.precision = precision
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Train the new top, then fine-tune the top blocks.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+            As for :class:`CNNFeatureExtractor`; files are read batch by
+            batch, every epoch.
+        y : array-like of shape (n_images,)
+            Class labels: any hashable values, at least two classes.
+        sample_weight : array-like of shape (n_images,), default=None
+            Non-negative weights of the images in the loss.
+
+        Returns
+        -------
+        self : FineTunedCNNClassifier
+        """
+        augment = _training.check_augment(self.augment)
+        # Labels first: they are cheap to check and their errors are the
+        # clearest (a single class, NaN, a continuous target).
+        y = _check_labels(y)
+        weights = _check_sample_weight(sample_weight, len(y))
+        images = _inputs.as_images(X, on_error="raise")
+        if len(images) != len(y):
+            raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
+
+        import keras
+
+        # Between fits: drop the previous network and Keras' global state, so
+        # memory stays flat over the fits of a grid search (GPU memory too).
+        self.__dict__.pop("model_", None)
+        self.__dict__.pop("_functions", None)
+        keras.backend.clear_session()
+        seed = _seed(self.random_state)
+
+        network = self._check_backbone_params()
+        self.layer_names_ = network.resolve_layers(self.layer)
+        self.trainable_blocks_ = _training.check_trainable_blocks(
+            self.trainable_blocks, network, self.layer_names_
+        )
+        self.input_size_ = network.input_size
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        targets = encoder.transform(y).astype(np.int32)
+        weights = self._combined_weights(y, weights)
+
+        train, validation = self._split(targets, seed)
+        batches = dict(size=self.input_size_, batch_size=self.batch_size)
+        train_data = _training.image_batches(
+            images, train, targets, weights, shuffle=True, seed=seed, **batches
+        )
+        validation_data = (
+            None
+            if validation is None
+            else _training.image_batches(
+                images, validation, targets, None, shuffle=False, seed=seed, **batches
+            )
+        )
+
+        if seed is not None:
+            # Seeded here, not earlier: whether the backbone had to be built
+            # (drawing random numbers) must not change the top's initialisation.
+            keras.utils.set_random_seed(seed)
+        self.model_, backbone = _training.build_model(
+            network,
+            self.layer_names_,
+            pooling=self.pooling,
+            preprocessing=self.preprocessing,
+            n_classes=len(self.classes_),
+            dropout=self.dropout,
+            hidden_units=self.hidden_units,
+            augment=augment,
+            seed=seed,
+        )
+        stage = dict(optimizer=self.optimizer, patience=self.patience, verbose=self.verbose)
+        _training.set_trainable_blocks(backbone, network, self.layer_names_, 0)
+        self.history_ = {
+            "head": _training.run_stage(
+                self.model_, train_data, validation_data,
+                learning_rate=self.head_learning_rate, epochs=self.head_epochs, **stage,
+            )
+        }
+        if self.trainable_blocks_ > 0 and self.epochs > 0:
+            _training.set_trainable_blocks(
+                backbone, network, self.layer_names_, self.trainable_blocks_
+            )
+            self.history_["fine_tune"] = _training.run_stage(
+                self.model_, train_data, validation_data,
+                learning_rate=self.learning_rate, epochs=self.epochs, **stage,
+            )
+        self._functions = {}
+        return self
+
+    def _combined_weights(self, y, sample_weight):
+        if self.class_weight is None:
+            return sample_weight
+        if isinstance(self.class_weight, dict):
+            unknown = set(self.class_weight) - set(self.classes_.tolist())
+            if unknown:
+                raise ValueError(
+                    f"class_weight has labels {sorted(map(str, unknown))} that are "
+                    f"not in y; the classes are {self.classes_.tolist()}."
+                )
+        per_class = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        per_image = per_class[np.searchsorted(self.classes_, y)]
+        return per_image if sample_weight is None else per_image * sample_weight
+
+    def _split(self, targets, seed):
+        """Stratified train/validation indices (validation None if not used)."""
+        indices = np.arange(len(targets))
+        if not self.early_stopping:
+            return indices, None
+        splitter = StratifiedShuffleSplit(
+            n_splits=1, test_size=self.validation_fraction, random_state=seed
+        )
+        try:
+            train, validation = next(splitter.split(indices, targets))
+        except ValueError as exc:
+            warnings.warn(
+                f"Early stopping is off for this fit: a stratified validation "
+                f"split of validation_fraction={self.validation_fraction} is not "
+                f"possible with {len(targets)} images ({exc}). Give more images, "
+                "a larger validation_fraction, or early_stopping=False.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return indices, None
+        return train, validation
+
+    def _function(self, output: str):
+        """A compiled forward pass of the trained model to one output."""
+        functions = self.__dict__.setdefault("_functions", {})
+        if output not in functions:
+            import keras
+
+            from ._tensorflow import tensorflow
+
+            tf = tensorflow()
+            model = self.model_
+            if output == "logits":
+                model = keras.Model(model.input, model.get_layer("logits").output)
+            height, width = self.input_size_
+            compiled = tf.function(
+                lambda x: tf.cast(model(x, training=False), tf.float32),
+                input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
+            )
+            functions[output] = lambda batch: compiled(batch).numpy()
+        return functions[output]
+
+    def _forward(self, X, output: str) -> np.ndarray:
+        check_is_fitted(self)
+        images = _inputs.as_images(X, on_error=self.on_error)
+        return _inputs.map_batches(
+            self._function(output),
+            images,
+            self.input_size_,
+            self.batch_size,
+            len(self.classes_),
+            verbose=self.verbose,
+        )
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, n_classes), float32
+            Columns ordered as ``classes_``; rows sum to 1 (NaN for
+            unreadable files with ``on_error="nan"``).
+        """
+        return self._forward(X, "probabilities")
+
+    def decision_function(self, X):
+        """Class scores before the softmax (logits).
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+
+        Returns
+        -------
+        scores : ndarray of shape (n_images, n_classes), or (n_images,) for
+            two classes (the score of ``classes_[1]`` relative to
+            ``classes_[0]``, as scikit-learn's binary classifiers).
+        """
+        logits = self._forward(X, "logits")
+        if len(self.classes_) == 2:
+            return logits[:, 1] - logits[:, 0]
+        return logits
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images,)
+        """
+        proba = self.predict_proba(X)
+        unreadable = np.flatnonzero(np.isnan(proba).any(axis=1))
+        if len(unreadable):
+            raise ValueError(
+                f"No class can be predicted for the unreadable images at indices "
+                f"{unreadable[:10].tolist()}; use predict_proba (NaN rows) or fix "
+                "the files."
+            )
+        return self.classes_[proba.argmax(axis=1)]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_functions", None)
+        if "model_" in state:
+            from ._serialization import model_to_bytes
+
+            state["model_"] = model_to_bytes(state["model_"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("model_"), bytes):
+            from ._serialization import model_from_bytes
+
+            state["model_"] = model_from_bytes(state["model_"])
+        self.__dict__.update(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.string = True
+        tags.classifier_tags.multi_class = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _seed(random_state) -> int | None:
+    if random_state is None:
+        return None
+    if isinstance(random_state, Integral):
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _check_labels(y) -> np.ndarray:
+    if y is None:
+        raise ValueError(
+            "FineTunedCNNClassifier requires y to be passed, but the target y is None."
+        )
+    y = np.asarray(y)
+    if y.ndim != 1:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        else:
+            raise ValueError(
+                f"y must be a 1-D array of class labels, got shape {y.shape}."
+            )
+    if len(y) == 0:
+        raise ValueError("y is empty: at least one labelled image per class is needed.")
+    missing = _missing_labels(y)
+    if len(missing):
+        raise ValueError(
+            f"y has missing labels (NaN or None) at indices {missing[:10].tolist()}; "
+            "every image needs a label."
+        )
+    check_classification_targets(y)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(
+            f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at "
+            "least 2."
+        )
+    return y
+
+
+def _missing_labels(y: np.ndarray) -> np.ndarray:
+    if y.dtype.kind == "f":
+        return np.flatnonzero(np.isnan(y))
+    if y.dtype.kind == "O":
+        return np.flatnonzero([v is None or (isinstance(v, float) and v != v) for v in y])
+    return np.array([], dtype=int)
+
+
+def _check_sample_weight(sample_weight, n_labels: int):
+    if sample_weight is None:
+        return None
+    weights = np.asarray(sample_weight, dtype=np.float32)
+    if weights.shape != (n_labels,):
+        raise ValueError(
+            f"sample_weight has shape {weights.shape}; expected ({n_labels},), "
+            "one weight per image and label."
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():
+        raise ValueError(
+            "sample_weight must be finite, non-negative and not all zero."
+        )
+    return weights

@@ -1,0 +1,285 @@
+"""The fine-tuning recipe: model, augmentation, data feeding and the two stages.
+
+Done right by default, where a hand-written loop silently goes wrong:
+
+* stage 1 trains the new top on the frozen network, so a random top never
+  sends large gradients into pretrained weights;
+* stage 2 unfreezes the top ``trainable_blocks`` blocks only, with a fresh
+  optimizer at the small ``learning_rate``;
+* BatchNorm layers stay in inference mode in every stage: they are never
+  trainable (in Keras 3 a trainable BatchNorm would follow ``fit``'s
+  ``training=True`` even inside a backbone called with ``training=False``),
+  so their statistics never drift on a small data set;
+* augmentation layers sit before preprocessing and are active only in
+  training;
+* early stopping watches the validation loss and restores the best weights.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral
+
+import numpy as np
+
+AUGMENT_KEYS = ("flip", "rotation", "zoom", "translation", "contrast", "crop")
+DEFAULT_AUGMENT = {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+
+
+def check_augment(augment) -> dict:
+    """The augmentation settings as a dict; ValueError naming bad keys/values."""
+    if augment is False or augment is None:
+        return {}
+    if augment is True:
+        return dict(DEFAULT_AUGMENT)
+    if not isinstance(augment, dict):
+        raise ValueError(
+            f"augment={augment!r} is not valid; use False, True (defaults "
+            f"{DEFAULT_AUGMENT}) or a dict with keys {AUGMENT_KEYS}."
+        )
+    unknown = set(augment) - set(AUGMENT_KEYS)
+    if unknown:
+        raise ValueError(
+            f"augment has unknown keys {sorted(unknown)}; valid keys are {AUGMENT_KEYS}."
+        )
+    flip = augment.get("flip", False)
+    if flip not in (False, None, "horizontal", "vertical", "horizontal_and_vertical"):
+        raise ValueError(
+            f"augment['flip']={flip!r}: use 'horizontal', 'vertical', "
+            "'horizontal_and_vertical' or False."
+        )
+    for key in AUGMENT_KEYS[1:]:
+        value = augment.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(
+                f"augment[{key!r}]={value!r}: use a fraction in [0, 1) (0 turns it off)."
+            )
+    return dict(augment)
+
+
+def augmentation_layers(augment: dict, size: tuple[int, int], seed: int | None) -> list:
+    """Keras random layers for ``augment`` (active only when training)."""
+    import keras
+
+    layers = []
+    if augment.get("flip"):
+        layers.append(keras.layers.RandomFlip(augment["flip"], seed=seed))
+    if augment.get("rotation"):
+        layers.append(keras.layers.RandomRotation(augment["rotation"], seed=seed))
+    if augment.get("zoom"):
+        layers.append(keras.layers.RandomZoom(augment["zoom"], seed=seed))
+    if augment.get("translation"):
+        t = augment["translation"]
+        layers.append(keras.layers.RandomTranslation(t, t, seed=seed))
+    if augment.get("crop"):
+        # A random crop resized back is a zoom-in at a random place: a zoom
+        # into [0, crop] keeps the image size at inference (no center crop).
+        c = augment["crop"]
+        layers.append(keras.layers.RandomZoom((-c, 0.0), seed=seed))
+    if augment.get("contrast"):
+        layers.append(
+            keras.layers.RandomContrast(augment["contrast"], value_range=(0, 255), seed=seed)
+        )
+    return layers
+
+
+def make_optimizer(name: str, learning_rate: float):
+    import keras
+
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    classes = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return classes[name](learning_rate)
+
+
+def layer_positions(model) -> dict[str, int]:
+    return {layer.name: i for i, layer in enumerate(model.layers)}
+
+
+def n_blocks_below(network, layer_names: list[str]) -> int:
+    """Number of blocks of the network cut at ``layer_names`` (deepest counts)."""
+    return len(_block_boundaries(network, layer_names))
+
+
+def _block_boundaries(network, layer_names: list[str]) -> list[str]:
+    positions = layer_positions(network.model)
+    deepest = max(layer_names, key=positions.__getitem__)
+    below = [b.name for b in network.blocks if positions[b.name] < positions[deepest]]
+    return below + [deepest]
+
+
+def check_trainable_blocks(trainable_blocks, network, layer_names) -> int:
+    """The number of blocks to unfreeze; ValueError with the valid range."""
+    n = n_blocks_below(network, layer_names)
+    if trainable_blocks == "all":
+        return n
+    if (
+        isinstance(trainable_blocks, Integral)
+        and not isinstance(trainable_blocks, bool)
+        and 0 <= trainable_blocks <= n
+    ):
+        return int(trainable_blocks)
+    raise ValueError(
+        f"trainable_blocks={trainable_blocks!r} is out of range: the network cut "
+        f"at {layer_names} has {n} blocks ({_block_boundaries(network, layer_names)}), "
+        f"so use an int from 0 (train the new top only) to {n}, or 'all'."
+    )
+
+
+def build_model(network, layer_names, *, pooling, preprocessing, n_classes, dropout,
+                hidden_units, augment, seed):
+    """The classifier: pixels -> augment -> preprocess -> cut backbone -> top.
+
+    The backbone is a fresh copy of the cached network (``clone_model`` and
+    its weights): training never touches the shared network nor a model the
+    user passed, and no weights file is read again.
+
+    Returns
+    -------
+    model : keras.Model
+        Outputs class probabilities; its layer ``"logits"`` gives the scores.
+    backbone : keras.Model
+        The trainable cut backbone inside ``model``.
+    """
+    import keras
+
+    from ._layers import Pooling
+    from .backbones._preprocess import Preprocess
+
+    source = network.model
+    copy = keras.models.clone_model(source)
+    copy.set_weights(source.get_weights())
+    outputs = [copy.get_layer(name).output for name in layer_names]
+    backbone = keras.Model(copy.inputs, outputs, name=f"{network.name}_backbone")
+
+    height, width = network.input_size
+    pixels = keras.Input((height, width, 3), name="pixels")
+    x = pixels
+    for layer in augmentation_layers(augment, network.input_size, seed):
+        x = layer(x)
+    if callable(preprocessing):
+        x = keras.layers.Lambda(preprocessing, name="preprocess")(x)
+    elif preprocessing is not None:
+        x = Preprocess(network.spec_name, preprocessing, name="preprocess")(x)
+    # training=False: BatchNorm stays in inference mode in every stage.
+    features = backbone(x, training=False)
+    x = Pooling(pooling, name="pooling")(features)
+    if dropout:
+        x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+    if hidden_units:
+        x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, seed=seed, name="hidden_dropout")(x)
+    logits = keras.layers.Dense(n_classes, name="logits")(x)
+    probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(
+        logits
+    )
+    return keras.Model(pixels, probabilities, name="fine_tuned_classifier"), backbone
+
+
+def set_trainable_blocks(backbone, network, layer_names, k: int) -> None:
+    """Freeze the backbone but its top ``k`` blocks; BatchNorm always frozen.
+
+    Keras 3 lets the outer ``training`` flag of ``fit`` override the
+    ``training=False`` a nested model was called with, so a BatchNorm layer
+    left trainable would normalise with batch statistics and update its
+    moving averages. A non-trainable BatchNorm runs in inference mode
+    whatever the flag: that is what keeps the pretrained statistics intact.
+    """
+    import keras
+
+    boundaries = _block_boundaries(network, layer_names)
+    positions = layer_positions(backbone)
+    first = -1 if k >= len(boundaries) else positions[boundaries[len(boundaries) - k - 1]]
+    backbone.trainable = k > 0
+    for position, layer in enumerate(backbone.layers):
+        unfrozen = k > 0 and position > first
+        layer.trainable = unfrozen and not isinstance(
+            layer, keras.layers.BatchNormalization
+        )
+
+
+def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffle, seed):
+    """Batches ``(pixels, y[, sample_weight])`` of ``images[indices]``, read on demand.
+
+    A ``keras.utils.PyDataset``, so Keras prefetches batches in threads while
+    the network trains; the order is reshuffled every epoch from a seeded
+    generator. Memory is bounded by the batch size, not by the data set.
+    """
+    import keras
+
+    class _Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=2, use_multiprocessing=False, max_queue_size=4)
+            self.order = np.asarray(indices)
+            self.rng = np.random.default_rng(seed)
+            if shuffle:
+                self.order = self.rng.permutation(self.order)
+
+        def __len__(self):
+            return math.ceil(len(self.order) / batch_size)
+
+        error = None
+
+        def __getitem__(self, index):
+            chosen = self.order[index * batch_size : (index + 1) * batch_size]
+            try:
+                pixels, _ = images.take(chosen, size)
+            except Exception as exc:
+                # TensorFlow re-raises it as an opaque InvalidArgumentError;
+                # run_stage raises this one instead.
+                self.error = exc
+                raise
+            if sample_weight is None:
+                return pixels, y[chosen]
+            return pixels, y[chosen], sample_weight[chosen]
+
+        def on_epoch_end(self):
+            if shuffle:
+                self.order = self.rng.permutation(self.order)
+
+    return _Batches()
+
+
+def run_stage(model, train, validation, *, optimizer, learning_rate, epochs, patience,
+              verbose) -> dict:
+    """Compile with a fresh optimizer and fit; returns the epoch history."""
+    import keras
+
+    model.compile(
+        make_optimizer(optimizer, learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    # Create the optimizer's and metrics' variables eagerly, before fit traces
+    # its train step: variables created while tracing keep memory alive after
+    # the model is gone (measured: about half of what each fit leaks). The
+    # hook is private Keras API, so it is optional.
+    if hasattr(model, "_symbolic_build"):
+        model._symbolic_build(data_batch=train[0])
+    callbacks = []
+    if validation is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        )
+    try:
+        history = model.fit(
+            train,
+            validation_data=validation,
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+    except Exception:
+        for data in (train, validation):
+            if getattr(data, "error", None) is not None:
+                raise data.error from None
+        raise
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
