@@ -7,6 +7,7 @@ One name for one idea: ``backbone``, ``weights``, ``layer``, ``pooling``,
 
 from __future__ import annotations
 
+import copy
 import os
 from numbers import Integral
 
@@ -35,6 +36,27 @@ BACKBONE_CONSTRAINTS: dict = {
 
 class BackboneMixin:
     """Resolve the backbone parameters into a built, cached network."""
+
+    def __sklearn_clone__(self):
+        """Clone, passing a ``keras.Model`` backbone on by reference.
+
+        scikit-learn deep-copies parameters, which for a Keras model means a
+        full save and reload per clone, a new identity (so a network rebuilt
+        per clone) and failures for models that cannot be serialised. The
+        model is never modified by sktransfer, so sharing it is safe.
+        """
+        from sklearn.base import clone
+
+        params = self.get_params(deep=False)
+        backbone = params.pop("backbone")
+        if not hasattr(backbone, "get_layer"):
+            backbone = clone(backbone, safe=False)
+        new = type(self)(backbone=backbone, **{k: clone(v, safe=False) for k, v in params.items()})
+        # What sklearn's own clone carries over besides the parameters.
+        for attribute in ("_metadata_request", "_sklearn_output_config"):
+            if hasattr(self, attribute):
+                setattr(new, attribute, copy.deepcopy(getattr(self, attribute)))
+        return new
 
     def _check_backbone_params(self):
         """Checks beyond the constraint table; returns the network."""

@@ -249,7 +249,9 @@ default="float32"
 
         # Between fits: drop the previous network and Keras' global state, so
         # memory stays flat over the fits of a grid search (GPU memory too).
-        self.__dict__.pop("model_", None)
+        # A failed refit must not leave a mix of old and new fitted state.
+        for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
+            delattr(self, name)
         self.__dict__.pop("_functions", None)
         keras.backend.clear_session()
         seed = _seed(self.random_state)
@@ -291,7 +293,6 @@ default="float32"
             dropout=self.dropout,
             hidden_units=self.hidden_units,
             augment=augment,
-            seed=seed,
         )
         stage = dict(optimizer=self.optimizer, patience=self.patience, verbose=self.verbose)
         _training.set_trainable_blocks(backbone, network, self.layer_names_, 0)

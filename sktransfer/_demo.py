@@ -101,12 +101,13 @@ def run_demo(
     weights="imagenet",
     layers=DEFAULT_LAYERS,
     samples_per_class: int = 100,
-    input_size=None,
+    input_size=128,
     output_dir: str = "sktransfer-demo",
     seed: int = 0,
     verbose: int = 1,
     figure: bool = True,
     fine_tune: bool = True,
+    fine_tune_layer: int = -2,
     trainable_blocks: int = 1,
     head_epochs: int = 8,
     epochs: int = 4,
@@ -166,12 +167,14 @@ def run_demo(
     if fine_tune:
         start = time.perf_counter()
         say(
-            f"Fine tuning {backbone}: new top for up to {head_epochs} epochs, then "
-            f"the top {trainable_blocks} block(s) for up to {epochs} epochs:"
+            f"Fine tuning {backbone} cut at layer {fine_tune_layer}: new top for up "
+            f"to {head_epochs} epochs, then the top {trainable_blocks} block(s) for "
+            f"up to {epochs} epochs:"
         )
         clf = FineTunedCNNClassifier(
             backbone,
             weights=weights,
+            layer=fine_tune_layer,
             input_size=input_size,
             trainable_blocks=trainable_blocks,
             head_epochs=head_epochs,
@@ -183,7 +186,8 @@ def run_demo(
         predicted = clf.predict(X_test)
         result = Result(
             f"{backbone} fine-tuned (FineTunedCNNClassifier)",
-            f"-1, top {trainable_blocks} block(s) trained",
+            f"{fine_tune_layer} ({clf.layer_names_[0]}), top {trainable_blocks} "
+            "block(s) trained",
             accuracy_score(y_test, predicted),
             time.perf_counter() - start,
             f"{len(clf.history_['head']['loss'])}+"

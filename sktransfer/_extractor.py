@@ -35,8 +35,11 @@ class CNNFeatureExtractor(TransformerMixin, BackboneMixin, BaseEstimator):
         ``"imagenet"``: pretrained weights through Keras' own download and
         cache (``~/.keras/models``); when offline, the error names the file to
         put there. ``None``: random initialisation. A path: a weights file
-        for the headless network. For a ``keras.Model`` backbone,
-        ``"imagenet"`` keeps the model's own weights.
+        for the headless network. For a ``keras.Model`` or saved-model
+        backbone, ``"imagenet"`` and ``None`` both keep the model's own
+        weights. Random weights of a registered backbone live in the
+        process's network cache only: use them for tests, not for results
+        that must survive pickling to another process.
     layer : int, str or list, default=-1
         Where to cut. An int indexes the backbone's blocks like a list (``-1``
         the deepest, ``0`` the shallowest; see
@@ -80,6 +83,8 @@ default="float32"
         The Keras layers the network is cut at.
     layer_shapes_ : list of tuple
         (height, width, channels) of each cut point at ``input_size_``.
+    pooling_ : str or int
+        The pooling the features were defined with at fit time.
     n_features_out_ : int
         Number of features ``transform`` returns.
 
@@ -165,6 +170,7 @@ default="float32"
         self.layer_shapes_ = [network.layer_shape(name) for name in self.layer_names_]
         self.backbone_name_ = network.name
         self.input_size_ = network.input_size
+        self.pooling_ = self.pooling
         self.n_features_out_ = sum(
             _pooling.n_pooled(shape, self.pooling) for shape in self.layer_shapes_
         )
@@ -172,7 +178,7 @@ default="float32"
 
     def _feature_function(self):
         return self._network().feature_function(
-            self.layer_names_, self.pooling, self.preprocessing, self.jit_compile
+            self.layer_names_, self.pooling_, self.preprocessing, self.jit_compile
         )
 
     def transform(self, X):
@@ -215,7 +221,7 @@ default="float32"
         names = []
         for layer_name, shape in zip(self.layer_names_, self.layer_shapes_):
             names += _pooling.pooled_names(
-                f"{self.backbone_name_}__{layer_name}", shape, self.pooling
+                f"{self.backbone_name_}__{layer_name}", shape, self.pooling_
             )
         return np.asarray(names, dtype=object)
 

@@ -159,7 +159,12 @@ class SequenceImages(Images):
         if isinstance(item, np.ndarray):
             return _single_array_pixels(item, index)
         if isinstance(item, Image.Image):
-            return _pil_pixels(item)
+            try:
+                return _pil_pixels(item)
+            except (OSError, ValueError) as exc:  # e.g. a lazy image whose file is gone
+                raise ImageLoadError(
+                    f"Could not read PIL image {index} of X: {exc}", index=index
+                ) from None
         return _read_file(item, index)
 
 
@@ -189,7 +194,7 @@ def _read_file(path: str, index: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return _pil_pixels(image)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageLoadError(
             f"Could not read image {index} of X ({path!r}): {exc}",
             index=index,
@@ -208,7 +213,7 @@ def _pixel_scale(array: np.ndarray, index: int | None = None) -> float:
     if array.size == 0:
         raise ValueError(f"{where} has an empty axis: shape {array.shape}.")
     if array.dtype.kind == "f":
-        _check_finite(array, where)
+        _check_finite(array, where, per_image=index is None)
     low, high = float(array.min()), float(array.max())
     if low < 0 or high > 255:
         raise ValueError(
@@ -221,20 +226,18 @@ def _pixel_scale(array: np.ndarray, index: int | None = None) -> float:
     return 1.0
 
 
-def _check_finite(array: np.ndarray, where: str) -> None:
+def _check_finite(array: np.ndarray, where: str, per_image: bool = True) -> None:
+    if not per_image:
+        if not np.isfinite(array).all():
+            raise ValueError(f"{where} contains NaN or infinite pixel values.")
+        return
     for start in range(0, array.shape[0], _FINITE_CHECK_CHUNK):
         chunk = array[start : start + _FINITE_CHECK_CHUNK]
         if not np.isfinite(chunk).all():
-            if array.ndim >= 3:
-                bad = start + int(
-                    np.flatnonzero(
-                        ~np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
-                    )[0]
-                )
-                raise ValueError(
-                    f"{where}: image {bad} contains NaN or infinite pixel values."
-                )
-            raise ValueError(f"{where} contains NaN or infinite pixel values.")
+            bad = start + int(
+                np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1))[0]
+            )
+            raise ValueError(f"{where}: image {bad} contains NaN or infinite pixel values.")
 
 
 def _is_path(item) -> bool:
@@ -249,8 +252,9 @@ def as_images(X, *, on_error: str = "raise") -> Images:
     X : array-like, sequence of paths, PIL images or arrays, Series or DataFrame
         See the module docstring for the accepted forms.
     on_error : {"raise", "nan"}
-        What to do with files that cannot be read: raise, or let the caller
-        fill their rows with NaN (missing files are then warned about here).
+        What to do with files that cannot be read: raise (missing files are
+        reported here, before any work), or let the caller fill their rows
+        with NaN and warn.
 
     Returns
     -------

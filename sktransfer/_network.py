@@ -152,9 +152,6 @@ class FeatureFunction:
         model = network.model
         outputs = [model.get_layer(name).output for name in layers]
         self.truncated = keras.Model(model.inputs, outputs, name=f"{network.name}_cut")
-        self.shapes = [network.layer_shape(name) for name in layers]
-        self.n_features = sum(_pooling.n_pooled(s, pooling) for s in self.shapes)
-        self.input_size = network.input_size
         self._preprocess = preprocess
         self._pooling = pooling
         height, width = network.input_size
@@ -186,7 +183,10 @@ def _file_key(path) -> tuple:
 
 
 def _is_model(obj) -> bool:
-    return hasattr(obj, "get_layer") and hasattr(obj, "inputs")
+    try:
+        return hasattr(obj, "get_layer") and bool(obj.inputs)
+    except (AttributeError, ValueError):  # unbuilt Sequential, subclassed model
+        return False
 
 
 def _is_saved_model_path(backbone) -> bool:
@@ -243,6 +243,12 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
         None means the backbone's native size (or a model's own input size).
     precision : {"float32", "mixed_float16", "mixed_bfloat16"}
     """
+    if hasattr(backbone, "get_layer") and not _is_model(backbone):
+        raise ValueError(
+            f"backbone={type(backbone).__name__} is a Keras model without a defined "
+            "input: use a functional or Sequential model built on keras.Input("
+            "shape=(height, width, 3)), so its layers can be cut."
+        )
     if _is_saved_model_path(backbone) and not os.path.isfile(backbone):
         raise FileNotFoundError(
             f"backbone={os.fspath(backbone)!r}: no such model file. Give a "
@@ -341,7 +347,7 @@ def _user_network(backbone, weights, input_size) -> Network:
                 f"backbone model {model.name!r} was built for."
             )
         # Give the flexible model a concrete size so every layer's output
-        # shape (and so its blocks) is known; the weights are shared copies.
+        # shape (and so its blocks) is known; the weights are copied over.
         concrete = keras.models.clone_model(
             model, input_tensors=keras.Input(shape=(*size, 3))
         )

@@ -29,7 +29,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 
 def check_augment(augment) -> dict:
     """The augmentation settings as a dict; ValueError naming bad keys/values."""
-    if augment is False or augment is None:
+    if augment is False:
         return {}
     if augment is True:
         return dict(DEFAULT_AUGMENT)
@@ -58,28 +58,33 @@ def check_augment(augment) -> dict:
     return dict(augment)
 
 
-def augmentation_layers(augment: dict, size: tuple[int, int], seed: int | None) -> list:
-    """Keras random layers for ``augment`` (active only when training)."""
+def augmentation_layers(augment: dict) -> list:
+    """Keras random layers for ``augment`` (active only when training).
+
+    No layer gets an explicit seed: layers given the same seed draw the same
+    numbers, which would make zoom, shift and crop move together. Their
+    seeds come from the global generator, which ``random_state`` seeds.
+    """
     import keras
 
     layers = []
     if augment.get("flip"):
-        layers.append(keras.layers.RandomFlip(augment["flip"], seed=seed))
+        layers.append(keras.layers.RandomFlip(augment["flip"]))
     if augment.get("rotation"):
-        layers.append(keras.layers.RandomRotation(augment["rotation"], seed=seed))
+        layers.append(keras.layers.RandomRotation(augment["rotation"]))
     if augment.get("zoom"):
-        layers.append(keras.layers.RandomZoom(augment["zoom"], seed=seed))
+        layers.append(keras.layers.RandomZoom(augment["zoom"]))
     if augment.get("translation"):
         t = augment["translation"]
-        layers.append(keras.layers.RandomTranslation(t, t, seed=seed))
+        layers.append(keras.layers.RandomTranslation(t, t))
     if augment.get("crop"):
         # A random crop resized back is a zoom-in at a random place: a zoom
         # into [0, crop] keeps the image size at inference (no center crop).
         c = augment["crop"]
-        layers.append(keras.layers.RandomZoom((-c, 0.0), seed=seed))
+        layers.append(keras.layers.RandomZoom((-c, 0.0)))
     if augment.get("contrast"):
         layers.append(
-            keras.layers.RandomContrast(augment["contrast"], value_range=(0, 255), seed=seed)
+            keras.layers.RandomContrast(augment["contrast"], value_range=(0, 255))
         )
     return layers
 
@@ -132,7 +137,7 @@ def check_trainable_blocks(trainable_blocks, network, layer_names) -> int:
 
 
 def build_model(network, layer_names, *, pooling, preprocessing, n_classes, dropout,
-                hidden_units, augment, seed):
+                hidden_units, augment):
     """The classifier: pixels -> augment -> preprocess -> cut backbone -> top.
 
     The backbone is a fresh copy of the cached network (``clone_model`` and
@@ -160,7 +165,7 @@ def build_model(network, layer_names, *, pooling, preprocessing, n_classes, drop
     height, width = network.input_size
     pixels = keras.Input((height, width, 3), name="pixels")
     x = pixels
-    for layer in augmentation_layers(augment, network.input_size, seed):
+    for layer in augmentation_layers(augment):
         x = layer(x)
     if callable(preprocessing):
         x = keras.layers.Lambda(preprocessing, name="preprocess")(x)
@@ -170,11 +175,11 @@ def build_model(network, layer_names, *, pooling, preprocessing, n_classes, drop
     features = backbone(x, training=False)
     x = Pooling(pooling, name="pooling")(features)
     if dropout:
-        x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(x)
+        x = keras.layers.Dropout(dropout, name="dropout")(x)
     if hidden_units:
         x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(x)
         if dropout:
-            x = keras.layers.Dropout(dropout, seed=seed, name="hidden_dropout")(x)
+            x = keras.layers.Dropout(dropout, name="hidden_dropout")(x)
     logits = keras.layers.Dense(n_classes, name="logits")(x)
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(
         logits
@@ -198,10 +203,19 @@ def set_trainable_blocks(backbone, network, layer_names, k: int) -> None:
     first = -1 if k >= len(boundaries) else positions[boundaries[len(boundaries) - k - 1]]
     backbone.trainable = k > 0
     for position, layer in enumerate(backbone.layers):
-        unfrozen = k > 0 and position > first
-        layer.trainable = unfrozen and not isinstance(
-            layer, keras.layers.BatchNormalization
-        )
+        layer.trainable = k > 0 and position > first
+    # Also inside nested models (a user's model wrapping a keras.applications
+    # base is one "layer" here).
+    for layer in _all_layers(backbone):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffle, seed):

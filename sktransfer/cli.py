@@ -35,7 +35,7 @@ def _weights(text: str):
     return None if text.lower() == "none" else text
 
 
-def _add_backbone_options(parser, default_backbone: str) -> None:
+def _add_backbone_options(parser, default_backbone: str, default_size=None) -> None:
     parser.add_argument(
         "--backbone",
         default=default_backbone,
@@ -50,8 +50,10 @@ def _add_backbone_options(parser, default_backbone: str) -> None:
     parser.add_argument(
         "--input-size",
         type=_input_size,
-        default=None,
-        help="image size fed to the network, e.g. 224 or 224x160 (default: the backbone's native size)",
+        default=default_size,
+        help="image size fed to the network, e.g. 224 or 224x160 (default: "
+        + (str(default_size) if default_size else "the backbone's native size")
+        + ")",
     )
 
 
@@ -69,6 +71,7 @@ def _demo(args) -> int:
         seed=args.seed,
         figure=not args.no_figure,
         fine_tune=not args.no_fine_tune,
+        fine_tune_layer=args.fine_tune_layer,
         trainable_blocks=args.trainable_blocks,
         head_epochs=args.head_epochs,
         epochs=args.epochs,
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="'auto' (default): Fashion-MNIST where installed, else digits",
     )
-    _add_backbone_options(demo, "efficientnet_lite0")
+    _add_backbone_options(demo, "efficientnet_lite0", default_size=128)
     demo.add_argument(
         "--layers", default="-1,-2,-3", help="comma-separated cut points (default: -1,-2,-3)"
     )
@@ -127,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-figure", action="store_true", help="do not write the figure")
     demo.add_argument("--no-fine-tune", action="store_true", help="skip the fine-tuning row")
+    demo.add_argument("--fine-tune-layer", type=int, default=-2,
+                      help="cut point of the fine-tuned network (default: -2)")
     demo.add_argument("--trainable-blocks", type=int, default=1,
                       help="blocks fine-tuned in stage 2 (default: 1)")
     demo.add_argument("--head-epochs", type=int, default=8,
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return args.run(args)
-    except (SktransferError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (SktransferError, ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
         if args.debug:
             raise
         print(f"sktransfer {args.command}: error: {exc}", file=sys.stderr)

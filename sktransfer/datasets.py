@@ -55,8 +55,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = os.fspath(path)
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path!r} cannot be read as an IDX file: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path!r} is not an IDX file (bad magic number).")
     ndim = data[3]
@@ -83,6 +86,9 @@ def _candidate_folders(data_home) -> list[str]:
     if env:
         folders += [env, os.path.join(env, "fashion-mnist")]
     folders.append(DEBIAN_FASHION_MNIST)
+    # Where download=True puts the files (Keras' cache).
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    folders.append(os.path.join(home, "datasets", "fashion-mnist"))
     return folders
 
 

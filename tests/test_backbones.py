@@ -139,3 +139,26 @@ def test_missing_weights_package_says_what_to_install(monkeypatch):
         CNNFeatureExtractor("efficientnet_lite1", input_size=32).fit(
             __import__("numpy").zeros((1, 32, 32, 3))
         )
+
+
+def test_registering_first_keeps_the_built_in_backbones():
+    import subprocess
+    import sys
+
+    code = (
+        "from sktransfer import backbones\n"
+        "from sktransfer.backbones import BackboneSpec, register\n"
+        "register(BackboneSpec('MyNet', builder=None, preprocess_input=None,"
+        " native_size=(64, 64), source='me'))\n"
+        "names = backbones.list_backbones()\n"
+        "assert 'MyNet' in names and 'ResNet50' in names and 'EfficientNetLite0' in names\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_model_without_defined_input_gets_a_clear_error():
+    from sktransfer import CNNFeatureExtractor
+
+    unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3)])
+    with pytest.raises(ValueError, match="Keras model without a defined input"):
+        CNNFeatureExtractor(backbone=unbuilt).fit(__import__("numpy").zeros((2, 8, 8, 3)))

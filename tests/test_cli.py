@@ -31,13 +31,13 @@ def test_demo_on_digits_prints_table_and_writes_figure(tmp_path, capsys):
             "demo", "--dataset", "digits", "--backbone", "mobilenet_v2",
             "--weights", "none", "--input-size", "32", "--layers=-3,-4",
             "--samples-per-class", "5", "--output-dir", str(tmp_path),
-            "--head-epochs", "1", "--epochs", "1",
+            "--head-epochs", "1", "--epochs", "1", "--fine-tune-layer=-3",
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
     assert "| raw pixels + logistic regression |" in out
     assert "| mobilenet_v2 features + logistic regression | -3 (" in out
-    assert "| mobilenet_v2 fine-tuned (FineTunedCNNClassifier) | -1, top 1 block(s) trained |" in out
+    assert "| mobilenet_v2 fine-tuned (FineTunedCNNClassifier) | -3 (" in out
     figure = np.asarray(Image.open(tmp_path / "demo.png").convert("L"))
     assert figure.shape[0] > 300 and figure.std() > 20  # a picture, not a blank

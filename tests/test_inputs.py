@@ -208,3 +208,10 @@ def test_take_any_index_order(images, image_folder, kind):
     for indices in ([0, 2, 1, 3], [5], [11, 0], list(range(3, 9))):
         pixels, _ = source.take(np.asarray(indices), (SIZE, SIZE))
         np.testing.assert_array_equal(pixels, images[indices])
+
+
+def test_nan_in_one_image_of_a_list_names_that_image(images):
+    bad = images[1].astype(np.float32)
+    bad[3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="image 1 of X contains NaN"):
+        load_all([images[0], bad, make_images(1, size=40)[0]])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,17 +54,36 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+_loaded = False
+_loading = False  # True while this process registers the built-ins
+_load_lock = threading.RLock()
+
+
 def register(spec: BackboneSpec) -> None:
     """Add a backbone to the registry (replacing one of the same name)."""
+    _ensure_loaded()
     _REGISTRY[normalize_name(spec.name)] = spec
 
 
 def _ensure_loaded() -> None:
-    if not _REGISTRY:
-        from . import _efficientnet_lite
-        from . import _keras_applications  # noqa: F401  (registers on import)
+    """Register the built-in backbones once, before any lookup or addition."""
+    global _loaded, _loading
+    if _loaded:
+        return
+    with _load_lock:
+        # Other threads wait on the lock until every built-in is registered;
+        # the registering thread re-enters through register() and returns.
+        if _loaded or _loading:
+            return
+        _loading = True
+        try:
+            from . import _efficientnet_lite
+            from . import _keras_applications  # noqa: F401  (registers on import)
 
-        _efficientnet_lite.register_all()
+            _efficientnet_lite.register_all()
+        finally:
+            _loading = False
+        _loaded = True
 
 
 def names() -> list[str]:
