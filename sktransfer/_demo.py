@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
 from ._pooling import n_pooled
-from .datasets import load_digits, load_fashion_mnist
+from .datasets import _locate, load_digits, load_fashion_mnist
 
 DEFAULT_LAYERS = (-1, -2, -3)
 _C_GRID = [0.01, 0.1, 1.0]
@@ -54,7 +54,7 @@ def load_demo_data(dataset: str, samples_per_class: int, seed: int):
     """Train images (``samples_per_class`` per class) and the test images."""
     if dataset == "auto":
         try:
-            load_fashion_mnist(subset="test")
+            _locate(None, "test", download=False)  # finds the files, reads nothing
             dataset = "fashion-mnist"
         except FileNotFoundError:
             dataset = "digits"

@@ -111,7 +111,7 @@ default="float32"
     ...     backbone="mobilenet_v2", weights=None, input_size=32, layer=-2
     ... )
     >>> extractor.fit_transform(images).shape
-    (4, 96)
+    (4, 576)
     >>> extractor.layer_names_
     ['block_13_expand_relu']
     """

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,14 +72,14 @@ def _to_rgb(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-class Images:
-    """A validated collection of images that loads slices as RGB batches.
+class Images(ABC):
+    """A validated collection of images that loads any subset as RGB batches."""
 
-    Subclasses implement ``__len__`` and ``_load_one``/``load``.
-    """
+    on_error = "raise"
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError  # abstract: every concrete input overrides it
+        """Number of images."""
 
     def load(
         self, start: int, stop: int, size: tuple[int, int]
@@ -86,6 +87,7 @@ class Images:
         """Pixels of images ``start:stop`` resized to ``size``: see :meth:`take`."""
         return self.take(np.arange(start, stop), size)
 
+    @abstractmethod
     def take(
         self, indices: np.ndarray, size: tuple[int, int]
     ) -> tuple[np.ndarray, list[int]]:
@@ -99,21 +101,6 @@ class Images:
             Indices (into the whole input) of images that could not be read;
             their pixels are zeros. Only non-empty with ``on_error="nan"``.
         """
-        batch = np.zeros((len(indices), *_as_size(size), 3), dtype=np.float32)
-        failed = []
-        for offset, index in enumerate(indices):
-            try:
-                pixels = self._load_one(int(index))
-            except ImageLoadError:
-                if self.on_error == "raise":
-                    raise
-                failed.append(int(index))
-                continue
-            batch[offset] = resize(pixels[np.newaxis], size)[0]
-        return batch, failed
-
-    def _load_one(self, index: int) -> np.ndarray:
-        raise NotImplementedError  # abstract: per-image inputs override it
 
 
 class ArrayImages(Images):
@@ -121,7 +108,6 @@ class ArrayImages(Images):
 
     def __init__(self, array: np.ndarray):
         self.array = array
-        self.on_error = "raise"
         self.scale = _pixel_scale(array)
 
     def __len__(self) -> int:
@@ -153,6 +139,20 @@ class SequenceImages(Images):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def take(self, indices, size):
+        batch = np.zeros((len(indices), *_as_size(size), 3), dtype=np.float32)
+        failed = []
+        for offset, index in enumerate(indices):
+            try:
+                pixels = self._load_one(int(index))
+            except ImageLoadError:
+                if self.on_error == "raise":
+                    raise
+                failed.append(int(index))
+                continue
+            batch[offset] = resize(pixels[np.newaxis], size)[0]
+        return batch, failed
 
     def _load_one(self, index: int) -> np.ndarray:
         item = self.items[index]

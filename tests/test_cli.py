@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sktransfer.cli import main
@@ -41,3 +42,17 @@ def test_demo_on_digits_prints_table_and_writes_figure(tmp_path, capsys):
     assert "| mobilenet_v2 fine-tuned (FineTunedCNNClassifier) | -3 (" in out
     figure = np.asarray(Image.open(tmp_path / "demo.png").convert("L"))
     assert figure.shape[0] > 300 and figure.std() > 20  # a picture, not a blank
+
+
+@pytest.mark.slow
+def test_demo_on_fashion_mnist_transfer_beats_raw_pixels(tmp_path):
+    """The main job end to end on real data and real weights (about 3 minutes)."""
+    from sktransfer._demo import run_demo
+
+    results, figure = run_demo(
+        dataset="fashion-mnist", output_dir=str(tmp_path), verbose=0, fine_tune=False
+    )
+    raw = results[0].accuracy
+    best_features = max(r.accuracy for r in results[1:])
+    assert best_features > raw + 0.03
+    assert figure is not None and (tmp_path / "demo.png").stat().st_size > 10_000
