@@ -245,15 +245,10 @@ default="float32"
         if len(images) != len(y):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
 
-        import keras
-
-        # Between fits: drop the previous network and Keras' global state, so
-        # memory stays flat over the fits of a grid search (GPU memory too).
         # A failed refit must not leave a mix of old and new fitted state.
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
             delattr(self, name)
         self.__dict__.pop("_functions", None)
-        keras.backend.clear_session()
         seed = _seed(self.random_state)
 
         network = self._check_backbone_params()
@@ -280,36 +275,36 @@ default="float32"
             )
         )
 
-        if seed is not None:
-            # Seeded here, not earlier: whether the backbone had to be built
-            # (drawing random numbers) must not change the top's initialisation.
-            keras.utils.set_random_seed(seed)
-        self.model_, backbone = _training.build_model(
+        trainer = _training.trainer_for(
             network,
             self.layer_names_,
-            pooling=self.pooling,
-            preprocessing=self.preprocessing,
-            n_classes=len(self.classes_),
-            dropout=self.dropout,
-            hidden_units=self.hidden_units,
-            augment=augment,
+            self.trainable_blocks_,
+            self.optimizer,
+            seed,
+            dict(
+                pooling=self.pooling,
+                preprocessing=self.preprocessing,
+                n_classes=len(self.classes_),
+                dropout=self.dropout,
+                hidden_units=self.hidden_units,
+                augment=augment,
+            ),
         )
-        stage = dict(optimizer=self.optimizer, patience=self.patience, verbose=self.verbose)
-        _training.set_trainable_blocks(backbone, network, self.layer_names_, 0)
-        self.history_ = {
-            "head": _training.run_stage(
-                self.model_, train_data, validation_data,
-                learning_rate=self.head_learning_rate, epochs=self.head_epochs, **stage,
-            )
-        }
-        if self.trainable_blocks_ > 0 and self.epochs > 0:
-            _training.set_trainable_blocks(
-                backbone, network, self.layer_names_, self.trainable_blocks_
-            )
-            self.history_["fine_tune"] = _training.run_stage(
-                self.model_, train_data, validation_data,
-                learning_rate=self.learning_rate, epochs=self.epochs, **stage,
-            )
+        stage = dict(patience=self.patience, verbose=self.verbose)
+        with trainer.lock:
+            trainer.reset()
+            self.history_ = {
+                "head": _training.run_stage(
+                    trainer.stage_model("head", self.head_learning_rate),
+                    train_data, validation_data, epochs=self.head_epochs, **stage,
+                )
+            }
+            if self.trainable_blocks_ > 0 and self.epochs > 0:
+                self.history_["fine_tune"] = _training.run_stage(
+                    trainer.stage_model("fine_tune", self.learning_rate),
+                    train_data, validation_data, epochs=self.epochs, **stage,
+                )
+            self.model_ = trainer.inference_copy()
         self._functions = {}
         return self
 

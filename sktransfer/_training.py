@@ -18,6 +18,8 @@ Done right by default, where a hand-written loop silently goes wrong:
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from numbers import Integral
 
 import numpy as np
@@ -260,21 +262,123 @@ def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffl
     return _Batches()
 
 
-def run_stage(model, train, validation, *, optimizer, learning_rate, epochs, patience,
-              verbose) -> dict:
-    """Compile with a fresh optimizer and fit; returns the epoch history."""
+#: Trainers (built, compiled classifiers) kept per process, least recently
+#: used dropped first. Each holds one copy of its network's weights.
+MAX_CACHED_TRAINERS = 4
+_trainers: OrderedDict = OrderedDict()
+_trainers_lock = threading.Lock()
+
+
+class Trainer:
+    """A classifier built and compiled once, reset and reused by every fit.
+
+    TensorFlow keeps native memory for every training step it traces, and
+    ``clear_session()`` does not give it back (measured in
+    benchmarks/README.md: tens of MB per fit for MobileNetV2). So the fits
+    of a grid search that share an architecture share one trainer: each fit
+    restores the variables' initial values (pretrained backbone, seeded top,
+    seed-generator states) and zeroes the optimizers, then trains through the
+    already traced steps. Memory then grows with the number of distinct
+    architectures, not with the number of fits.
+
+    Stage 1 and stage 2 are two Keras models over the same layers, each
+    compiled once with its own optimizer, because the trainable variables of
+    a traced step are fixed when it is traced.
+    """
+
+    def __init__(self, network, layer_names, trainable_blocks, optimizer, build_kwargs):
+        self.lock = threading.Lock()
+        self.network = network
+        self.layer_names = layer_names
+        self.trainable_blocks = trainable_blocks
+        self.optimizer = optimizer
+        self.model, self.backbone = build_model(network, layer_names, **build_kwargs)
+        self.initial = [variable.numpy() for variable in self.model.variables]
+        self.stages = {}
+
+    def reset(self) -> None:
+        for variable, value in zip(self.model.variables, self.initial):
+            variable.assign(value)
+
+    def stage_model(self, name: str, learning_rate: float):
+        """The compiled model of a stage, its optimizer reset to ``learning_rate``."""
+        import keras
+
+        set_trainable_blocks(
+            self.backbone,
+            self.network,
+            self.layer_names,
+            0 if name == "head" else self.trainable_blocks,
+        )
+        if name not in self.stages:
+            model = keras.Model(self.model.inputs, self.model.outputs, name=f"{name}_stage")
+            model.compile(
+                make_optimizer(self.optimizer, learning_rate),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+            self.stages[name] = model
+        model = self.stages[name]
+        for variable in model.optimizer.variables:
+            variable.assign(keras.ops.zeros_like(variable))
+        model.optimizer.learning_rate = learning_rate
+        return model
+
+    def inference_copy(self):
+        """An independent copy of the trained classifier (no optimizer)."""
+        import keras
+
+        copy = keras.models.clone_model(self.model)
+        copy.set_weights(self.model.get_weights())
+        return copy
+
+
+def trainer_for(network, layer_names, trainable_blocks, optimizer, seed, build_kwargs):
+    """The cached :class:`Trainer` of an architecture, built on first use."""
     import keras
 
-    model.compile(
-        make_optimizer(optimizer, learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    augment = build_kwargs["augment"]
+    preprocessing = build_kwargs["preprocessing"]
+    key = (
+        id(network),
+        tuple(layer_names),
+        trainable_blocks,
+        optimizer,
+        seed,
+        tuple(sorted(augment.items())),
+        preprocessing if preprocessing is None or isinstance(preprocessing, str) else id(preprocessing),
+        *(build_kwargs[k] for k in ("pooling", "n_classes", "dropout", "hidden_units")),
     )
+    with _trainers_lock:
+        entry = _trainers.get(key)
+        if entry is not None and entry.network is network:
+            _trainers.move_to_end(key)
+            return entry
+        if seed is not None:
+            # Seeded right before building: whether the backbone had to be
+            # built first (drawing numbers) must not change the top's start.
+            keras.utils.set_random_seed(seed)
+        trainer = Trainer(network, layer_names, trainable_blocks, optimizer, build_kwargs)
+        _trainers[key] = trainer
+        while len(_trainers) > MAX_CACHED_TRAINERS:
+            _trainers.popitem(last=False)
+        return trainer
+
+
+def clear_trainers() -> None:
+    """Drop every cached trainer."""
+    with _trainers_lock:
+        _trainers.clear()
+
+
+def run_stage(model, train, validation, *, epochs, patience, verbose) -> dict:
+    """Fit a compiled stage model; returns the epoch history."""
+    import keras
+
     # Create the optimizer's and metrics' variables eagerly, before fit traces
-    # its train step: variables created while tracing keep memory alive after
-    # the model is gone (measured: about half of what each fit leaks). The
+    # its train step: variables created while tracing keep memory alive. The
     # hook is private Keras API, so it is optional.
-    if hasattr(model, "_symbolic_build"):
+    if not model.optimizer.built and hasattr(model, "_symbolic_build"):
         model._symbolic_build(data_batch=train[0])
     callbacks = []
     if validation is not None:
@@ -290,6 +394,9 @@ def run_stage(model, train, validation, *, optimizer, learning_rate, epochs, pat
             epochs=epochs,
             callbacks=callbacks,
             verbose=verbose,
+            # The batches reshuffle themselves from the fit's seed; Keras'
+            # own shuffling of a PyDataset would draw from the global RNG.
+            shuffle=False,
         )
     except Exception:
         for data in (train, validation):

@@ -257,12 +257,8 @@ def test_python_objects_are_released_between_fits(data, tiny_backbone_file):
     assert counts[-1] == counts[2], counts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TensorFlow keeps native state for every traced training step (measured "
-    "with plain Keras too; benchmarks/README.md): RSS still grows a few MB per fit",
-)
 def test_memory_is_flat_across_many_fits(data, tiny_backbone_file):
+    """Fits of one architecture reuse one traced network (see _training.Trainer)."""
     from benchmarks._common import rss_bytes
 
     X, y = data
