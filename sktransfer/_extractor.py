@@ -37,9 +37,8 @@ class CNNFeatureExtractor(TransformerMixin, BackboneMixin, BaseEstimator):
         put there. ``None``: random initialisation. A path: a weights file
         for the headless network. For a ``keras.Model`` or saved-model
         backbone, ``"imagenet"`` and ``None`` both keep the model's own
-        weights. Random weights of a registered backbone live in the
-        process's network cache only: use them for tests, not for results
-        that must survive pickling to another process.
+        weights. Random weights of a registered backbone are the same in
+        every process (fixed seed): for tests and timing, not for results.
     layer : int, str or list, default=-1
         Where to cut. An int indexes the backbone's blocks like a list (``-1``
         the deepest, ``0`` the shallowest; see

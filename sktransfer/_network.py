@@ -16,6 +16,7 @@ the GPU when TensorFlow sees one.
 from __future__ import annotations
 
 import os
+import random
 import threading
 import weakref
 from collections import OrderedDict
@@ -310,7 +311,18 @@ def _build_network(backbone, weights, input_size, precision) -> Network:
 def _registry_network(name: str, weights, input_size) -> Network:
     spec = get_spec(name)
     size = input_size or spec.native_size
-    model = build_core(spec, size, weights, include_top=False)
+    if weights is None:
+        # Keras draws each initializer's seed from Python's `random`: a fixed
+        # seed there makes random weights the same in every process and after
+        # a cache eviction; the caller's random state is restored after.
+        state = random.getstate()
+        random.seed(0)
+        try:
+            model = build_core(spec, size, weights, include_top=False)
+        finally:
+            random.setstate(state)
+    else:
+        model = build_core(spec, size, weights, include_top=False)
     return Network(
         model=model,
         name=normalize_name(spec.name),

@@ -301,3 +301,16 @@ def test_jit_compile_gives_the_same_features(images):
     np.testing.assert_allclose(
         extractor(layer=-2, jit_compile=True).fit(images).transform(images), plain, atol=1e-4
     )
+
+
+def test_random_weights_are_the_same_after_a_rebuild(images):
+    import random
+
+    from sktransfer import _network
+
+    first = extractor(layer=-2).fit(images).transform(images)
+    _network.clear_cache()
+    before = random.getstate()
+    second = extractor(layer=-2).fit(images).transform(images)
+    np.testing.assert_array_equal(first, second)
+    assert random.getstate() == before  # the caller's random state is untouched
