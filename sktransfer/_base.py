@@ -14,7 +14,7 @@ from numbers import Integral
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import _inputs, _pooling
-from ._network import PRECISIONS, check_weights, load_network, normalize_input_size
+from ._network import PRECISIONS, load_network, normalize_input_size
 from .backbones._registry import PREPROCESSING_MODES
 
 BACKBONE_CONSTRAINTS: dict = {
@@ -61,8 +61,7 @@ class BackboneMixin:
     def _check_backbone_params(self):
         """Checks beyond the constraint table; returns the network."""
         _pooling.check_pooling(self.pooling)
-        check_weights(self.weights)
-        return self._network()
+        return self._network()  # load_network checks weights and backbone paths
 
     def _network(self):
         return load_network(

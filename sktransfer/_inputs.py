@@ -57,9 +57,9 @@ def resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     if images.shape[1:3] == _as_size(size):
         return images
-    import tensorflow as tf
+    from ._tensorflow import tensorflow
 
-    out = tf.image.resize(images, size, method="bilinear", antialias=True)
+    out = tensorflow().image.resize(images, size, method="bilinear", antialias=True)
     return np.clip(out.numpy(), 0.0, 255.0)
 
 

@@ -118,7 +118,7 @@ class Network:
 
     def feature_function(self, layers: list[str], pooling, preprocessing, jit_compile):
         """The cached compiled :class:`FeatureFunction` for a cut and pooling."""
-        key = (tuple(layers), pooling, _preprocessing_key(preprocessing), jit_compile)
+        key = (tuple(layers), pooling, preprocessing_key(preprocessing), jit_compile)
         with _lock:
             if key in self.functions:
                 self.functions.move_to_end(key)
@@ -137,7 +137,8 @@ class Network:
         return resolve_preprocessing(self.spec_name, preprocessing)
 
 
-def _preprocessing_key(preprocessing):
+def preprocessing_key(preprocessing):
+    """A hashable cache key for the ``preprocessing`` parameter (a callable by id)."""
     return preprocessing if isinstance(preprocessing, str) or preprocessing is None else id(
         preprocessing
     )

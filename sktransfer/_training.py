@@ -337,6 +337,8 @@ def trainer_for(network, layer_names, trainable_blocks, optimizer, seed, build_k
     """The cached :class:`Trainer` of an architecture, built on first use."""
     import keras
 
+    from ._network import preprocessing_key
+
     augment = build_kwargs["augment"]
     preprocessing = build_kwargs["preprocessing"]
     key = (
@@ -346,7 +348,7 @@ def trainer_for(network, layer_names, trainable_blocks, optimizer, seed, build_k
         optimizer,
         seed,
         tuple(sorted(augment.items())),
-        preprocessing if preprocessing is None or isinstance(preprocessing, str) else id(preprocessing),
+        preprocessing_key(preprocessing),
         *(build_kwargs[k] for k in ("pooling", "n_classes", "dropout", "hidden_units")),
     )
     with _trainers_lock:

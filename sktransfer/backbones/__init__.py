@@ -7,7 +7,7 @@ case- and separator-insensitively (``"ResNet50"``, ``"resnet50"``,
 
 from __future__ import annotations
 
-from ._blocks import Block, find_blocks
+from ._blocks import Block
 from ._registry import BackboneSpec, get_spec, names, register
 
 __all__ = [
