@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -10,13 +11,15 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from . import _inputs, _training
+from . import _features, _inputs, _training
 from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
+from ._fingerprint import FINGERPRINTS
+from .cache import check_memory
 
 
 class FineTunedCNNClassifier(ClassifierMixin, BackboneMixin, BaseEstimator):
@@ -97,6 +100,23 @@ default="auto"
         or NaN rows with a warning. ``fit`` always raises.
     precision : {"float32", "mixed_float16", "mixed_bfloat16"}, \
 default="float32"
+    augment_head : bool or "auto", default="auto"
+        Whether ``augment`` also applies in stage 1. False is the bottleneck
+        recipe of the Keras blog: the new top trains on the pooled features
+        of the unaugmented images, computed once and cached (shared by every
+        candidate of a grid search with the same backbone and cut), so a
+        stage-1 epoch costs almost nothing; augmentation then applies in
+        stage 2. ``"auto"``: False when stage 2 runs (``trainable_blocks`` >
+        0 and ``epochs`` > 0), True otherwise, so augmentation is never
+        ignored. Without augmentation stage 1 always trains on cached features.
+    cache : bool, default=True
+        As in :class:`CNNFeatureExtractor`: keep the stage-1 features in the
+        process-wide cache.
+    memory : None, str, path or joblib.Memory, default=None
+        As in :class:`CNNFeatureExtractor`: also cache the stage-1 features
+        on disk, shared by processes.
+    fingerprint : {"metadata", "content"}, default="metadata"
+        As in :class:`CNNFeatureExtractor`.
     verbose : int, default=0
         Keras' epoch logs and progress bars when > 0.
 
@@ -163,6 +183,10 @@ default="float32"
         "patience": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "random_state": ["random_state"],
+        "augment_head": ["boolean", StrOptions({"auto"})],
+        "cache": ["boolean"],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "fingerprint": [StrOptions(set(FINGERPRINTS))],
     }
 
     def __init__(
@@ -191,6 +215,10 @@ default="float32"
         random_state=None,
         on_error="raise",
         precision="float32",
+        augment_head="auto",
+        cache=True,
+        memory=None,
+        fingerprint="metadata",
         verbose=0,
     ):
         self.backbone = backbone
@@ -216,6 +244,10 @@ default="float32"
         self.random_state = random_state
         self.on_error = on_error
         self.precision = precision
+        self.augment_head = augment_head
+        self.cache = cache
+        self.memory = memory
+        self.fingerprint = fingerprint
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -242,6 +274,7 @@ default="float32"
         y = _check_labels(y)
         weights = _check_sample_weight(sample_weight, len(y))
         images = _inputs.as_images(X, on_error="raise")
+        check_memory(self.memory)
         if len(images) != len(y):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
 
@@ -263,17 +296,49 @@ default="float32"
         weights = self._combined_weights(y, weights)
 
         train, validation = self._split(targets, seed)
+        fine_tune = self.trainable_blocks_ > 0 and self.epochs > 0
+        augment_head = bool(augment) and (
+            not fine_tune if self.augment_head == "auto" else self.augment_head
+        )
         batches = dict(size=self.input_size_, batch_size=self.batch_size)
-        train_data = _training.image_batches(
-            images, train, targets, weights, shuffle=True, seed=seed, **batches
-        )
-        validation_data = (
-            None
-            if validation is None
-            else _training.image_batches(
-                images, validation, targets, None, shuffle=False, seed=seed, **batches
+
+        def image_data(indices, weights_, shuffle):
+            if indices is None:
+                return None
+            return _training.image_batches(
+                images, indices, targets, weights_, shuffle=shuffle, seed=seed, **batches
             )
-        )
+
+        if augment_head:
+            head_data = image_data(train, weights, True), image_data(validation, None, False)
+        else:
+            # The bottleneck recipe: the frozen network's pooled features are
+            # computed once (or found in the cache, shared with every other
+            # candidate of a grid search) and the top trains on them.
+            features = _features.features(
+                network,
+                self.layer_names_,
+                self.pooling,
+                images,
+                preprocessing=self.preprocessing,
+                jit_compile=False,
+                batch_size=self.batch_size,
+                cache=self.cache,
+                memory=self.memory,
+                fingerprint=self.fingerprint,
+                verbose=self.verbose,
+            )
+            head_data = tuple(
+                None
+                if indices is None
+                else _training.feature_batches(
+                    features, indices, targets, weights_, self.batch_size,
+                    shuffle=shuffle, seed=seed,
+                )
+                for indices, weights_, shuffle in (
+                    (train, weights, True), (validation, None, False)
+                )
+            )
 
         trainer = _training.trainer_for(
             network,
@@ -293,16 +358,20 @@ default="float32"
         stage = dict(patience=self.patience, verbose=self.verbose)
         with trainer.lock:
             trainer.reset()
+            head_stage = "head" if augment_head else "head_features"
             self.history_ = {
                 "head": _training.run_stage(
-                    trainer.stage_model("head", self.head_learning_rate),
-                    train_data, validation_data, epochs=self.head_epochs, **stage,
+                    trainer.stage_model(head_stage, self.head_learning_rate),
+                    *head_data, epochs=self.head_epochs, **stage,
                 )
             }
-            if self.trainable_blocks_ > 0 and self.epochs > 0:
+            if fine_tune:
                 self.history_["fine_tune"] = _training.run_stage(
                     trainer.stage_model("fine_tune", self.learning_rate),
-                    train_data, validation_data, epochs=self.epochs, **stage,
+                    image_data(train, weights, True),
+                    image_data(validation, None, False),
+                    epochs=self.epochs,
+                    **stage,
                 )
             self.model_ = trainer.inference_copy()
         self._functions = {}

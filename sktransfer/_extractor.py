@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _inputs, _pooling
+from . import _features, _inputs, _pooling
 from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
+from ._fingerprint import FINGERPRINTS
+from .cache import check_memory
 
 
 class CNNFeatureExtractor(TransformerMixin, BackboneMixin, BaseEstimator):
@@ -69,6 +74,23 @@ default="float32"
         with tensor cores. Features are always float32.
     jit_compile : bool, default=False
         Compile the forward pass with XLA.
+    cache : bool, default=True
+        Keep the features of every image in the process-wide in-memory
+        cache (see :mod:`sktransfer.cache`), so clones in a grid search, the
+        folds of a cross-validation and later calls never run the network
+        on an image twice. A pass also keeps the cheap pooled features of the
+        blocks below the cut, so a grid over ``layer`` costs one pass.
+    memory : None, str, path or joblib.Memory, default=None
+        A folder where features are also cached on disk, shared by
+        processes (joblib and Dask workers) and kept between sessions, in
+        the spirit of ``Pipeline(memory=...)``. Safe under concurrent
+        writers. Not used with a callable ``preprocessing`` (it has no stable
+        identity across processes).
+    fingerprint : {"metadata", "content"}, default="metadata"
+        How image files are recognised in the cache: by path, size and
+        modification time (instant), or by a hash of their bytes (reads every
+        file; catches a file rewritten within the same second with the same
+        size). Arrays and PIL images are always hashed by content.
     verbose : int, default=0
         Show a progress bar during ``transform`` when > 0.
 
@@ -118,6 +140,9 @@ default="float32"
     _parameter_constraints: dict = {
         **BACKBONE_CONSTRAINTS,
         "jit_compile": ["boolean"],
+        "cache": ["boolean"],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "fingerprint": [StrOptions(set(FINGERPRINTS))],
     }
 
     def __init__(
@@ -133,6 +158,9 @@ default="float32"
         on_error="raise",
         precision="float32",
         jit_compile=False,
+        cache=True,
+        memory=None,
+        fingerprint="metadata",
         verbose=0,
     ):
         self.backbone = backbone
@@ -145,6 +173,9 @@ default="float32"
         self.on_error = on_error
         self.precision = precision
         self.jit_compile = jit_compile
+        self.cache = cache
+        self.memory = memory
+        self.fingerprint = fingerprint
         self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -164,6 +195,7 @@ default="float32"
         self : CNNFeatureExtractor
         """
         _inputs.as_images(X, on_error=self.on_error)
+        check_memory(self.memory)
         network = self._check_backbone_params()
         self.layer_names_ = network.resolve_layers(self.layer)
         self.layer_shapes_ = [network.layer_shape(name) for name in self.layer_names_]
@@ -174,11 +206,6 @@ default="float32"
             _pooling.n_pooled(shape, self.pooling) for shape in self.layer_shapes_
         )
         return self
-
-    def _feature_function(self):
-        return self._network().feature_function(
-            self.layer_names_, self.pooling_, self.preprocessing, self.jit_compile
-        )
 
     def transform(self, X):
         """Features of the images in ``X``.
@@ -195,12 +222,17 @@ default="float32"
         """
         check_is_fitted(self)
         images = _inputs.as_images(X, on_error=self.on_error)
-        return _inputs.map_batches(
-            self._feature_function(),
+        return _features.features(
+            self._network(),
+            self.layer_names_,
+            self.pooling_,
             images,
-            self.input_size_,
-            self.batch_size,
-            self.n_features_out_,
+            preprocessing=self.preprocessing,
+            jit_compile=self.jit_compile,
+            batch_size=self.batch_size,
+            cache=self.cache,
+            memory=self.memory,
+            fingerprint=self.fingerprint,
             verbose=self.verbose,
         )
 

@@ -386,20 +386,22 @@ def iter_batches(
     size: tuple[int, int],
     batch_size: int,
     *,
+    indices: np.ndarray | None = None,
     prefetch: int = 2,
 ) -> Iterator[tuple[int, np.ndarray, list[int]]]:
     """Yield ``(start, pixels, failed)`` batches, decoding ahead in threads.
 
-    At most ``prefetch + 1`` batches are held in memory at a time.
+    ``start`` is the position of the batch's first image in ``indices``
+    (all images in order when None). At most ``prefetch + 1`` batches are
+    held in memory at a time.
     """
-    n = len(images)
-    starts = range(0, n, batch_size)
+    order = np.arange(len(images)) if indices is None else np.asarray(indices)
+    n = len(order)
     with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
         pending: deque = deque()
-        for start in starts:
-            pending.append(
-                (start, pool.submit(images.load, start, min(start + batch_size, n), size))
-            )
+        for start in range(0, n, batch_size):
+            chunk = order[start : start + batch_size]
+            pending.append((start, pool.submit(images.take, chunk, size)))
             if len(pending) > prefetch:
                 first, future = pending.popleft()
                 yield (first, *future.result())
@@ -428,33 +430,55 @@ def warn_failed(failed: list[int], images: Images) -> None:
 
 
 def map_batches(
-    function, images: Images, size: tuple[int, int], batch_size: int, width: int, *, verbose=0
+    function,
+    images: Images,
+    size: tuple[int, int],
+    batch_size: int,
+    width: int,
+    *,
+    indices: np.ndarray | None = None,
+    verbose=0,
+    warn: bool = True,
+    on_batch=None,
 ) -> np.ndarray:
-    """Apply a batch function to every image; rows of unreadable images are NaN.
+    """Apply a batch function to images; rows of unreadable images are NaN.
 
     Parameters
     ----------
     function : callable
         (k, h, w, 3) float32 pixels -> (k, width) array.
+    indices : array of int, optional
+        The images to process, in this order; all of them when None.
     verbose : int
         Show a progress bar when > 0.
+    warn : bool
+        Warn about unreadable images (NaN rows).
+    on_batch : callable, optional
+        Called as ``on_batch(out, start, stop, failed)`` once
+        ``out[start:stop]`` is filled; ``failed`` lists the unreadable images' indices among them.
 
     Returns
     -------
-    out : ndarray of shape (len(images), width), float32
+    out : ndarray of shape (len(indices), width), float32
     """
-    out = np.empty((len(images), width), dtype=np.float32)
+    n = len(images) if indices is None else len(indices)
+    out = np.empty((n, width), dtype=np.float32)
     failed: list[int] = []
     progress = None
     if verbose:
         import keras
 
-        progress = keras.utils.Progbar(len(images), unit_name="image")
-    for start, batch, batch_failed in iter_batches(images, size, batch_size):
+        progress = keras.utils.Progbar(n, unit_name="image")
+    for start, batch, batch_failed in iter_batches(images, size, batch_size, indices=indices):
         out[start : start + len(batch)] = function(batch)
         failed.extend(batch_failed)
+        if on_batch is not None:
+            on_batch(out, start, start + len(batch), batch_failed)
         if progress is not None:
             progress.add(len(batch))
-    out[failed] = np.nan
-    warn_failed(failed, images)
+    if failed:
+        order = np.arange(len(images)) if indices is None else np.asarray(indices)
+        out[np.isin(order, failed)] = np.nan
+    if warn:
+        warn_failed(failed, images)
     return out

@@ -61,7 +61,11 @@ class Network:
     spec_name: str | None
     input_size: tuple[int, int]
     blocks: list[Block]
+    stable_key: str | None = None
     functions: OrderedDict = field(default_factory=OrderedDict)
+    #: Deepest layer of every cut asked of this network's features (see
+    #: ``_features.eager_parts``).
+    cut_depths: set = field(default_factory=set)
 
     def layer_shape(self, layer_name: str) -> tuple[int, int, int] | None:
         for block in self.blocks:
@@ -116,20 +120,37 @@ class Network:
             for i, b in enumerate(self.blocks)
         )
 
-    def feature_function(self, layers: list[str], pooling, preprocessing, jit_compile):
-        """The cached compiled :class:`FeatureFunction` for a cut and pooling."""
-        key = (tuple(layers), pooling, preprocessing_key(preprocessing), jit_compile)
+    def feature_function(self, parts, preprocessing, jit_compile):
+        """The cached compiled :class:`FeatureFunction` of ``parts``.
+
+        ``parts`` is a list of (layer name, pooling) pairs; the function
+        returns their pooled features concatenated in that order.
+        """
+        key = (tuple(parts), preprocessing_key(preprocessing), jit_compile)
         with _lock:
             if key in self.functions:
                 self.functions.move_to_end(key)
                 return self.functions[key]
             function = FeatureFunction(
-                self, layers, pooling, self._preprocess(preprocessing), jit_compile
+                self, parts, self._preprocess(preprocessing), jit_compile
             )
             self.functions[key] = function
             if len(self.functions) > _MAX_FUNCTIONS_PER_NETWORK:
                 self.functions.popitem(last=False)
             return function
+
+    def cache_key(self) -> str:
+        """A key of everything that defines this network's outputs.
+
+        Stable across processes (it names the disk cache); for a user's
+        in-memory model it hashes the current weights, so a model trained
+        in place gets new keys.
+        """
+        if self.stable_key is not None:
+            return self.stable_key
+        from ._fingerprint import model_weights_key
+
+        return model_weights_key(self.model)
 
     def _preprocess(self, preprocessing):
         from .backbones._preprocess import resolve_preprocessing
@@ -145,17 +166,22 @@ def preprocessing_key(preprocessing):
 
 
 class FeatureFunction:
-    """Preprocess, run the truncated network and pool, as one compiled call."""
+    """Preprocess, run the truncated network and pool, as one compiled call.
 
-    def __init__(self, network: Network, layers, pooling, preprocess, jit_compile):
+    ``parts`` are (layer name, pooling) pairs: one pass gives the pooled
+    features of several cut points (and poolings) at once, concatenated.
+    """
+
+    def __init__(self, network: Network, parts, preprocess, jit_compile):
         tf = tensorflow()
         import keras
 
         model = network.model
-        outputs = [model.get_layer(name).output for name in layers]
+        self.layers = list(dict.fromkeys(layer for layer, _ in parts))
+        outputs = [model.get_layer(name).output for name in self.layers]
         self.truncated = keras.Model(model.inputs, outputs, name=f"{network.name}_cut")
         self._preprocess = preprocess
-        self._pooling = pooling
+        self._parts = [(self.layers.index(layer), pooling) for layer, pooling in parts]
         height, width = network.input_size
         self._call = tf.function(
             self._forward,
@@ -170,11 +196,20 @@ class FeatureFunction:
         outputs = self.truncated(x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
-        pooled = [_pooling.pool(tf.cast(out, tf.float32), self._pooling) for out in outputs]
+        outputs = [tf.cast(out, tf.float32) for out in outputs]
+        pooled = [_pooling.pool(outputs[i], pooling) for i, pooling in self._parts]
         return pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Features (k, n_features) float32 of a (k, h, w, 3) float32 batch."""
+        """Features (k, n_features) float32 of a (k, h, w, 3) float32 batch.
+
+        An image's features are the same floats in any batch, which is what
+        lets cached rows equal recomputed ones; TensorFlow's CPU kernels take
+        another path for a batch of one (other last bits, measured), so a
+        single image is run as a batch of two.
+        """
+        if len(batch) == 1:
+            return self._call(np.concatenate([batch, batch])).numpy()[:1]
         return self._call(batch).numpy()
 
 
@@ -265,6 +300,8 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
             _cache.move_to_end(key)
             return entry[1]
         network = _build_network(backbone, weights, input_size, precision)
+        if not _is_model(backbone):
+            network.stable_key = _stable_key(key, network.input_size)
         # A user's model is keyed by identity; the weak reference lets a
         # recycled id() be detected instead of serving another model's network.
         ref = weakref.ref(backbone) if _is_model(backbone) else None
@@ -293,6 +330,17 @@ def _network_key(backbone, weights, input_size, precision) -> tuple:
         else weights
     )
     return (backbone_key, weights_key, input_size, precision)
+
+
+def _stable_key(key: tuple, input_size) -> str:
+    import keras
+
+    from . import __version__
+    from ._fingerprint import text_key
+
+    # The versions are part of it: a disk cache must not outlive a change
+    # of the code that computes features.
+    return text_key("network", __version__, keras.__version__, key, input_size)
 
 
 def _build_network(backbone, weights, input_size, precision) -> Network:

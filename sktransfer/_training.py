@@ -27,6 +27,8 @@ import numpy as np
 AUGMENT_KEYS = ("flip", "rotation", "zoom", "translation", "contrast", "crop")
 DEFAULT_AUGMENT = {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+#: The classifier's layers after pooling, in order (see :func:`build_model`).
+TOP_LAYERS = ("dropout", "hidden", "hidden_dropout", "logits", "probabilities")
 
 
 def check_augment(augment) -> dict:
@@ -220,18 +222,19 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffle, seed):
-    """Batches ``(pixels, y[, sample_weight])`` of ``images[indices]``, read on demand.
+def batches(take, indices, y, sample_weight, batch_size, *, shuffle, seed, workers=2):
+    """Batches ``(take(chosen), y[chosen][, sample_weight[chosen]])`` of ``indices``.
 
-    A ``keras.utils.PyDataset``, so Keras prefetches batches in threads while
-    the network trains; the order is reshuffled every epoch from a seeded
-    generator. Memory is bounded by the batch size, not by the data set.
+    A ``keras.utils.PyDataset``, so Keras prefetches batches in threads
+    while the network trains; the order is reshuffled every epoch from a
+    seeded generator. ``take`` reads images (memory bounded by the batch
+    size, not by the data set) or slices cached features.
     """
     import keras
 
     class _Batches(keras.utils.PyDataset):
         def __init__(self):
-            super().__init__(workers=2, use_multiprocessing=False, max_queue_size=4)
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=4)
             self.order = np.asarray(indices)
             self.rng = np.random.default_rng(seed)
             if shuffle:
@@ -245,21 +248,37 @@ def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffl
         def __getitem__(self, index):
             chosen = self.order[index * batch_size : (index + 1) * batch_size]
             try:
-                pixels, _ = images.take(chosen, size)
+                x = take(chosen)
             except Exception as exc:
                 # TensorFlow re-raises it as an opaque InvalidArgumentError;
                 # run_stage raises this one instead.
                 self.error = exc
                 raise
             if sample_weight is None:
-                return pixels, y[chosen]
-            return pixels, y[chosen], sample_weight[chosen]
+                return x, y[chosen]
+            return x, y[chosen], sample_weight[chosen]
 
         def on_epoch_end(self):
             if shuffle:
                 self.order = self.rng.permutation(self.order)
 
     return _Batches()
+
+
+def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffle, seed):
+    """:func:`batches` of pixels of ``images`` resized to ``size``, read on demand."""
+    return batches(
+        lambda chosen: images.take(chosen, size)[0],
+        indices, y, sample_weight, batch_size, shuffle=shuffle, seed=seed,
+    )
+
+
+def feature_batches(features, indices, y, sample_weight, batch_size, *, shuffle, seed):
+    """:func:`batches` of rows of a cached feature matrix."""
+    return batches(
+        features.__getitem__,
+        indices, y, sample_weight, batch_size, shuffle=shuffle, seed=seed, workers=1,
+    )
 
 
 #: Trainers (built, compiled classifiers) kept per process, least recently
@@ -301,17 +320,25 @@ class Trainer:
             variable.assign(value)
 
     def stage_model(self, name: str, learning_rate: float):
-        """The compiled model of a stage, its optimizer reset to ``learning_rate``."""
+        """The compiled model of a stage, its optimizer reset to ``learning_rate``.
+
+        ``"head"`` trains the top through the frozen network (pixels in),
+        ``"head_features"`` the same top layers on cached pooled features,
+        ``"fine_tune"`` the top and the unfrozen blocks.
+        """
         import keras
 
         set_trainable_blocks(
             self.backbone,
             self.network,
             self.layer_names,
-            0 if name == "head" else self.trainable_blocks,
+            self.trainable_blocks if name == "fine_tune" else 0,
         )
         if name not in self.stages:
-            model = keras.Model(self.model.inputs, self.model.outputs, name=f"{name}_stage")
+            if name == "head_features":
+                model = self._top_model()
+            else:
+                model = keras.Model(self.model.inputs, self.model.outputs, name=f"{name}_stage")
             model.compile(
                 make_optimizer(self.optimizer, learning_rate),
                 loss="sparse_categorical_crossentropy",
@@ -323,6 +350,25 @@ class Trainer:
             variable.assign(keras.ops.zeros_like(variable))
         model.optimizer.learning_rate = learning_rate
         return model
+
+    def _top_model(self):
+        """The classifier's layers after pooling, on pooled features.
+
+        The layers are the classifier's own (shared, not copied): training
+        this model trains the classifier's top.
+        """
+        import keras
+
+        width = self.model.get_layer("pooling").output.shape[-1]
+        features = keras.Input((width,), name="features")
+        x = features
+        for name in TOP_LAYERS:
+            try:
+                layer = self.model.get_layer(name)
+            except ValueError:  # no dropout or no hidden layer
+                continue
+            x = layer(x)
+        return keras.Model(features, x, name="head_features_stage")
 
     def inference_copy(self):
         """An independent copy of the trained classifier (no optimizer)."""

@@ -1,0 +1,103 @@
+"""Content fingerprints of images and networks, the keys of the feature cache.
+
+A cached feature row may only be served for the very pixels and the very
+network it was computed from, so keys are built from content:
+
+* an image of an array: BLAKE2b of its bytes, with dtype, shape and the
+  array's 0-1 -> 0-255 scale (decided per call for float arrays);
+* a PIL image: BLAKE2b of its mode, size and pixel bytes;
+* a file: its absolute path, size and modification time (``"metadata"``,
+  instant), or BLAKE2b of its bytes (``"content"``, survives copies and
+  ``touch`` and catches edits that keep size and mtime);
+* a network: everything that changes its output (backbone, weights, input
+  size, precision, preprocessing, XLA), with the weights of a user's
+  ``keras.Model`` hashed at each use, so training it in place invalidates
+  its features.
+
+Keys are 16-byte digests; a collision needs 2**64 images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from ._inputs import ArrayImages, Images, SequenceImages
+
+FINGERPRINTS = ("metadata", "content")
+
+_DIGEST_SIZE = 16
+_FILE_CHUNK = 1 << 20
+
+
+def _digest(*parts: bytes) -> bytes:
+    hasher = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+    for part in parts:
+        hasher.update(part)
+    return hasher.digest()
+
+
+def _array_header(array: np.ndarray, scale: float | None) -> bytes:
+    return f"array|{array.dtype.str}|{array.shape}|{scale}|".encode()
+
+
+def image_keys(images: Images, fingerprint: str = "metadata") -> list[bytes | None]:
+    """One key per image; None where an image has no stable key (a missing file).
+
+    Parameters
+    ----------
+    images : Images
+    fingerprint : {"metadata", "content"}
+        How files are keyed: path + size + mtime, or a hash of their bytes.
+    """
+    if isinstance(images, ArrayImages):
+        array = images.array
+        header = _array_header(array[0], images.scale)
+        return [_digest(header, np.ascontiguousarray(image).data) for image in array]
+    if isinstance(images, SequenceImages):
+        return [_item_key(item, fingerprint) for item in images.items]
+    raise TypeError(f"cannot fingerprint {type(images).__name__}")
+
+
+def _item_key(item, fingerprint: str) -> bytes | None:
+    if isinstance(item, np.ndarray):
+        return _digest(_array_header(item, None), np.ascontiguousarray(item).data)
+    if isinstance(item, str):
+        try:
+            return _file_key(item, fingerprint)
+        except OSError:
+            return None  # unreadable: never cached, reported when loaded
+    # A PIL image (EXIF orientation is part of its info, which tobytes ignores).
+    orientation = item.getexif().get(0x0112, 1) if hasattr(item, "getexif") else 1
+    header = f"pil|{item.mode}|{item.size}|{orientation}|".encode()
+    return _digest(header, item.tobytes())
+
+
+def _file_key(path: str, fingerprint: str) -> bytes:
+    if fingerprint == "content":
+        hasher = hashlib.blake2b(b"file-content|", digest_size=_DIGEST_SIZE)
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(_FILE_CHUNK), b""):
+                hasher.update(chunk)
+        return hasher.digest()
+    stat = os.stat(path)
+    return _digest(
+        f"file|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    )
+
+
+def model_weights_key(model) -> str:
+    """Hex digest of a Keras model's architecture and weight values."""
+    hasher = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+    hasher.update(repr(model.to_json()).encode())
+    for weights in model.get_weights():
+        hasher.update(f"{weights.dtype.str}{weights.shape}".encode())
+        hasher.update(np.ascontiguousarray(weights).data)
+    return hasher.hexdigest()
+
+
+def text_key(*parts) -> str:
+    """Hex digest of the ``repr`` of ``parts`` (stable across processes)."""
+    return _digest(repr(parts).encode()).hex()

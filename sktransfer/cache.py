@@ -1,0 +1,257 @@
+"""The feature cache: each image goes through the network once.
+
+The forward pass is the whole cost of transfer learning, and a grid search
+asks for the features of the same images again and again (every fold,
+every candidate, the refit). So pooled features are cached per image:
+
+* **in memory**, shared by every estimator and clone in the process, least
+  recently used rows dropped beyond a limit (default 1 GiB; set it with
+  :func:`set_max_bytes` or the ``SKTRANSFER_CACHE_MB`` environment variable);
+* **on disk**, when an estimator's ``memory`` names a folder (or a
+  ``joblib.Memory``), so features survive the process and are shared by
+  joblib and Dask workers. Writers never overwrite: each batch is a new
+  shard file moved into place atomically, so concurrent workers are safe.
+
+A row is keyed by the image's content fingerprint and by everything that
+changes features (backbone, weights, input size, preprocessing, precision,
+XLA, cut layer, pooling), see :mod:`sktransfer._fingerprint`. Rows are
+stored per (layer, pooling) part, so ``layer=[-1, -2]`` reuses the rows of
+``layer=-1`` and ``"avgmax"`` those of ``"avg"`` and ``"max"``. Features
+from the cache are the very floats the network produced (the forward pass
+is computed image by image identically whatever the batch: measured on
+CPU, tested).
+
+Examples
+--------
+>>> from sktransfer import cache
+>>> sorted(cache.info())
+['bytes', 'hits', 'max_bytes', 'misses', 'rows']
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["clear", "info", "set_max_bytes"]
+
+_SHARD_VERSION = "v1"
+
+
+def _default_max_bytes() -> int:
+    megabytes = os.environ.get("SKTRANSFER_CACHE_MB", "1024")
+    try:
+        return int(float(megabytes) * 2**20)
+    except ValueError:
+        raise ValueError(
+            f"SKTRANSFER_CACHE_MB={megabytes!r} is not a number of megabytes."
+        ) from None
+
+
+class _MemoryCache:
+    """Feature rows keyed by (part key, image key), least recently used evicted."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._rows: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, part: str, keys: list) -> list:
+        found = []
+        with self._lock:
+            for key in keys:
+                row = None if key is None else self._rows.get((part, key))
+                if row is not None:
+                    self._rows.move_to_end((part, key))
+                found.append(row)
+            hit = sum(row is not None for row in found)
+            self.hits += hit
+            self.misses += len(found) - hit
+        return found
+
+    def put(self, part: str, keys: list, rows) -> None:
+        if self.max_bytes <= 0:
+            return
+        with self._lock:
+            for key, row in zip(keys, rows):
+                old = self._rows.pop((part, key), None)
+                if old is not None:
+                    self.nbytes -= old.nbytes
+                row = np.array(row, dtype=np.float32)  # own copy, not a view
+                row.flags.writeable = False
+                self._rows[(part, key)] = row
+                self.nbytes += row.nbytes
+            self._evict()
+
+    def _evict(self) -> None:
+        while self.nbytes > self.max_bytes and self._rows:
+            _, evicted = self._rows.popitem(last=False)
+            self.nbytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+            self.nbytes = 0
+            self.hits = self.misses = 0
+
+
+class _DiskCache:
+    """Feature rows in shard files under ``root/sktransfer-features-v1/<part>/``.
+
+    Each shard (``<uuid>.npz``: the image keys and their rows) is written to
+    a temporary name and renamed into place, so readers never see a partial
+    file and concurrent writers never clash; rows computed twice by two
+    workers are the same floats, so duplicates are harmless. The index of a
+    part (image key -> shard, row) is read once and refreshed from the shard
+    names when keys are missing.
+    """
+
+    def __init__(self, root: str):
+        self.root = os.path.join(root, f"sktransfer-features-{_SHARD_VERSION}")
+        self._index: dict = {}  # part -> {image key: (shard path, row)}
+        self._shards: dict = {}  # part -> set of shard names read
+        self._lock = threading.Lock()
+
+    def _folder(self, part: str) -> str:
+        return os.path.join(self.root, part)
+
+    def _refresh(self, part: str) -> None:
+        folder = self._folder(part)
+        index = self._index.setdefault(part, {})
+        seen = self._shards.setdefault(part, set())
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.endswith(".npz") or name in seen:
+                continue
+            path = os.path.join(folder, name)
+            try:
+                with np.load(path) as shard:
+                    keys = shard["keys"]
+            except (OSError, ValueError, KeyError):
+                continue  # unreadable shard: ignored, its rows recomputed
+            seen.add(name)
+            for row, key in enumerate(keys):
+                index[key.tobytes()] = (path, row)
+
+    def get(self, part: str, keys: list) -> list:
+        with self._lock:
+            index = self._index.get(part)
+            if index is None or any(k is not None and k not in index for k in keys):
+                self._refresh(part)
+                index = self._index[part]
+            where = [None if k is None else index.get(k) for k in keys]
+        found: list = [None] * len(keys)
+        by_shard: dict = {}
+        for position, location in enumerate(where):
+            if location is not None:
+                by_shard.setdefault(location[0], []).append((position, location[1]))
+        for path, wanted in by_shard.items():
+            try:
+                with np.load(path) as shard:
+                    features = shard["features"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for position, row in wanted:
+                found[position] = features[row]
+        return found
+
+    def put(self, part: str, keys: list, rows: np.ndarray) -> None:
+        if not keys:
+            return
+        folder = self._folder(part)
+        os.makedirs(folder, exist_ok=True)
+        name = f"{uuid.uuid4().hex}.npz"
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
+        with open(temporary, "wb") as file:
+            np.savez(file, keys=key_array, features=np.asarray(rows, dtype=np.float32))
+        os.replace(temporary, os.path.join(folder, name))
+
+
+_memory = _MemoryCache(_default_max_bytes())
+_disks: dict = {}
+_disks_lock = threading.Lock()
+
+
+def disk_cache(memory) -> _DiskCache | None:
+    """The process-wide disk cache of an estimator's ``memory`` parameter."""
+    if memory is None:
+        return None
+    location = getattr(memory, "location", memory)  # a joblib.Memory
+    if location is None:  # joblib.Memory(None) caches nothing
+        return None
+    root = os.path.abspath(os.fspath(location))
+    with _disks_lock:
+        if root not in _disks:
+            _disks[root] = _DiskCache(root)
+        return _disks[root]
+
+
+def check_memory(memory, parameter: str = "memory") -> None:
+    """ValueError unless ``memory`` is None, a folder path or a joblib.Memory."""
+    if memory is None:
+        return
+    location = getattr(memory, "location", memory)
+    if location is None:
+        return
+    if not isinstance(location, (str, os.PathLike)):
+        raise ValueError(
+            f"{parameter}={memory!r} is not valid; use None, a folder path or a "
+            "joblib.Memory."
+        )
+    if os.path.exists(location) and not os.path.isdir(location):
+        raise ValueError(f"{parameter}={os.fspath(location)!r} is a file, not a folder.")
+
+
+def memory_cache() -> _MemoryCache:
+    return _memory
+
+
+def info() -> dict:
+    """Size and hit counts of the in-memory feature cache.
+
+    Returns
+    -------
+    info : dict
+        ``rows`` cached, their ``bytes``, the ``max_bytes`` limit, and the
+        ``hits``/``misses`` of row lookups since the last :func:`clear`.
+    """
+    return {
+        "rows": len(_memory._rows),
+        "bytes": _memory.nbytes,
+        "max_bytes": _memory.max_bytes,
+        "hits": _memory.hits,
+        "misses": _memory.misses,
+    }
+
+
+def clear() -> None:
+    """Empty the in-memory feature cache (disk caches are left as they are)."""
+    _memory.clear()
+    with _disks_lock:
+        _disks.clear()
+
+
+def set_max_bytes(max_bytes: int) -> None:
+    """Bound the in-memory feature cache; 0 turns it off.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Rows beyond it are dropped, least recently used first.
+    """
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise ValueError(f"max_bytes={max_bytes!r} must be an int >= 0.")
+    with _memory._lock:
+        _memory.max_bytes = int(max_bytes)
+        _memory._evict()
