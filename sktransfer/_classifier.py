@@ -108,7 +108,10 @@ default="float32"
         stage-1 epoch costs almost nothing; augmentation then applies in
         stage 2. ``"auto"``: False when stage 2 runs (``trainable_blocks`` >
         0 and ``epochs`` > 0), True otherwise, so augmentation is never
-        ignored. Without augmentation stage 1 always trains on cached features.
+        ignored. Without augmentation stage 1 always trains on cached
+        features, and stage 2 on the cached output maps of the frozen layer
+        below the unfrozen blocks (when those maps of all images fit in the
+        cache's memory limit): the frozen network runs once, not every epoch.
     cache : bool, default=True
         As in :class:`CNNFeatureExtractor`: keep the stage-1 features in the
         process-wide cache.
@@ -315,19 +318,7 @@ default="float32"
             # The bottleneck recipe: the frozen network's pooled features are
             # computed once (or found in the cache, shared with every other
             # candidate of a grid search) and the top trains on them.
-            features = _features.features(
-                network,
-                self.layer_names_,
-                self.pooling,
-                images,
-                preprocessing=self.preprocessing,
-                jit_compile=False,
-                batch_size=self.batch_size,
-                cache=self.cache,
-                memory=self.memory,
-                fingerprint=self.fingerprint,
-                verbose=self.verbose,
-            )
+            features = self._features(network, self.layer_names_, self.pooling, images)
             head_data = tuple(
                 None
                 if indices is None
@@ -366,16 +357,67 @@ default="float32"
                 )
             }
             if fine_tune:
+                boundary = None if augment else self._maps_boundary(network, len(images))
+                if boundary is None:
+                    stage_name = "fine_tune"
+                    data = image_data(train, weights, True), image_data(validation, None, False)
+                else:
+                    # No augmentation: the frozen network below the unfrozen
+                    # blocks gives the same maps every epoch; compute them once.
+                    stage_name = f"fine_tune_maps:{boundary}"
+                    maps = self._features(network, [boundary], "flatten", images)
+                    shape = network.layer_shape(boundary)
+                    data = tuple(
+                        None
+                        if indices is None
+                        else _training.batches(
+                            lambda chosen: maps[chosen].reshape(-1, *shape),
+                            indices, targets, weights_, self.batch_size,
+                            shuffle=shuffle, seed=seed, workers=1,
+                        )
+                        for indices, weights_, shuffle in (
+                            (train, weights, True), (validation, None, False)
+                        )
+                    )
                 self.history_["fine_tune"] = _training.run_stage(
-                    trainer.stage_model("fine_tune", self.learning_rate),
-                    image_data(train, weights, True),
-                    image_data(validation, None, False),
-                    epochs=self.epochs,
-                    **stage,
+                    trainer.stage_model(stage_name, self.learning_rate),
+                    *data, epochs=self.epochs, **stage,
                 )
             self.model_ = trainer.inference_copy()
         self._functions = {}
         return self
+
+    def _features(self, network, layers, pooling, images):
+        """Pooled features of the frozen network, through the feature cache."""
+        return _features.features(
+            network,
+            layers,
+            pooling,
+            images,
+            preprocessing=self.preprocessing,
+            jit_compile=False,
+            batch_size=self.batch_size,
+            cache=self.cache,
+            memory=self.memory,
+            fingerprint=self.fingerprint,
+            verbose=self.verbose,
+        )
+
+    def _maps_boundary(self, network, n_images: int):
+        """The frozen layer whose maps stage 2 can train on, or None.
+
+        Only when those maps of all images fit in the feature cache's
+        memory budget: they are held in memory for the whole stage.
+        """
+        from .cache import memory_cache
+
+        boundary = _training.frozen_boundary(
+            network, self.layer_names_, self.trainable_blocks_
+        )
+        if boundary is None:
+            return None
+        nbytes = 4 * n_images * int(np.prod(network.layer_shape(boundary)))
+        return boundary if nbytes <= memory_cache().max_bytes else None
 
     def _combined_weights(self, y, sample_weight):
         if self.class_weight is None:
@@ -429,6 +471,7 @@ default="float32"
             compiled = tf.function(
                 lambda x: tf.cast(model(x, training=False), tf.float32),
                 input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
+                autograph=False,  # a plain model call: nothing to convert
             )
             functions[output] = lambda batch: compiled(batch).numpy()
         return functions[output]

@@ -140,6 +140,24 @@ def check_trainable_blocks(trainable_blocks, network, layer_names) -> int:
     )
 
 
+def frozen_boundary(network, layer_names, k: int) -> str | None:
+    """The layer below the top ``k`` blocks, if everything above depends on it only.
+
+    Stage 2 without augmentation can then train on this layer's cached
+    output maps instead of running the frozen lower network every epoch.
+    None when nothing is frozen (``k`` = all blocks, or 0) or when a cut
+    point lies below the boundary (``layer=[-1, -3]`` with ``k=1``).
+    """
+    boundaries = _block_boundaries(network, layer_names)
+    if not 0 < k < len(boundaries):
+        return None
+    boundary = boundaries[len(boundaries) - k - 1]
+    positions = layer_positions(network.model)
+    if any(positions[name] <= positions[boundary] for name in layer_names):
+        return None
+    return boundary
+
+
 def build_model(network, layer_names, *, pooling, preprocessing, n_classes, dropout,
                 hidden_units, augment):
     """The classifier: pixels -> augment -> preprocess -> cut backbone -> top.
@@ -324,7 +342,9 @@ class Trainer:
 
         ``"head"`` trains the top through the frozen network (pixels in),
         ``"head_features"`` the same top layers on cached pooled features,
-        ``"fine_tune"`` the top and the unfrozen blocks.
+        ``"fine_tune"`` the top and the unfrozen blocks, and
+        ``"fine_tune_maps:<layer>"`` the same on cached output maps of the
+        frozen ``<layer>`` below them.
         """
         import keras
 
@@ -332,11 +352,13 @@ class Trainer:
             self.backbone,
             self.network,
             self.layer_names,
-            self.trainable_blocks if name == "fine_tune" else 0,
+            0 if name.startswith("head") else self.trainable_blocks,
         )
         if name not in self.stages:
             if name == "head_features":
                 model = self._top_model()
+            elif name.startswith("fine_tune_maps:"):
+                model = self._upper_model(name.split(":", 1)[1])
             else:
                 model = keras.Model(self.model.inputs, self.model.outputs, name=f"{name}_stage")
             model.compile(
@@ -351,6 +373,29 @@ class Trainer:
         model.optimizer.learning_rate = learning_rate
         return model
 
+    def _upper_model(self, boundary: str):
+        """The classifier above ``boundary``, on that layer's output maps.
+
+        Shares the classifier's layers, as :meth:`_top_model` does.
+        """
+        import keras
+
+        tensor = self.backbone.get_layer(boundary).output
+        upper = keras.Model(tensor, self.backbone.outputs, name="upper_backbone")
+        maps = keras.Input(tuple(tensor.shape[1:]), name="maps")
+        x = upper(maps, training=False)
+        x = self.model.get_layer("pooling")(x)
+        return keras.Model(maps, self._apply_top(x), name="fine_tune_maps_stage")
+
+    def _apply_top(self, x):
+        for name in TOP_LAYERS:
+            try:
+                layer = self.model.get_layer(name)
+            except ValueError:  # no dropout or no hidden layer
+                continue
+            x = layer(x)
+        return x
+
     def _top_model(self):
         """The classifier's layers after pooling, on pooled features.
 
@@ -361,14 +406,7 @@ class Trainer:
 
         width = self.model.get_layer("pooling").output.shape[-1]
         features = keras.Input((width,), name="features")
-        x = features
-        for name in TOP_LAYERS:
-            try:
-                layer = self.model.get_layer(name)
-            except ValueError:  # no dropout or no hidden layer
-                continue
-            x = layer(x)
-        return keras.Model(features, x, name="head_features_stage")
+        return keras.Model(features, self._apply_top(features), name="head_features_stage")
 
     def inference_copy(self):
         """An independent copy of the trained classifier (no optimizer)."""

@@ -207,6 +207,7 @@ def test_concurrent_workers_share_one_disk_cache(tmp_path, passes):
 
 def test_memory_limit_is_respected():
     X = make_images(10)
+    limit = cache.info()["max_bytes"]
     cache.set_max_bytes(20_000)
     try:
         extractor = CNNFeatureExtractor(**COMMON).fit(X)
@@ -214,7 +215,7 @@ def test_memory_limit_is_respected():
         assert 0 < cache.info()["bytes"] <= 20_000
         np.testing.assert_array_equal(extractor.transform(X), reference(X))
     finally:
-        cache.set_max_bytes(2**30)
+        cache.set_max_bytes(limit)
     with pytest.raises(ValueError, match="max_bytes"):
         cache.set_max_bytes(-1)
 
@@ -274,3 +275,28 @@ def test_augment_head_chooses_the_stage_one_route(passes):
         **common, trainable_blocks=1, augment=True, augment_head=True
     ).fit(X, y)
     assert passes == []
+
+
+def test_stage_two_without_augmentation_trains_on_cached_frozen_maps(passes):
+    X = make_images(16)
+    y = np.array(["a", "b"] * 8)
+    params = dict(
+        COMMON, layer=-1, trainable_blocks=2, augment=False, head_epochs=2, epochs=2,
+        early_stopping=False, random_state=0,
+    )
+    clf = FineTunedCNNClassifier(**params).fit(X, y)
+    # One pass for the pooled features (stage 1), one for the maps below
+    # the two unfrozen blocks (stage 2); none per epoch.
+    assert passes == [16, 16]
+    assert len(clf.history_["fine_tune"]["loss"]) == 2
+    # The same training through the whole network (no room in the cache
+    # for the maps) gives the same model.
+    limit = cache.info()["max_bytes"]
+    cache.set_max_bytes(0)
+    try:
+        through_network = FineTunedCNNClassifier(**params).fit(X, y)
+    finally:
+        cache.set_max_bytes(limit)
+    np.testing.assert_allclose(
+        clf.predict_proba(X), through_network.predict_proba(X), rtol=1e-3, atol=1e-4
+    )
