@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _features, _inputs, _pooling
+from . import _dask, _features, _inputs, _pooling
 from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
 from ._fingerprint import FINGERPRINTS
 from .cache import check_memory
@@ -184,9 +184,10 @@ default="float32"
 
         Parameters
         ----------
-        X : array-like of images, file paths or PIL images
+        X : array-like of images, file paths or PIL images, or a Dask collection
             See :func:`sktransfer.load_image_folder` and the package README
-            for the accepted forms. Only validated: no image is read.
+            for the accepted forms. Only validated: no image is read (and a
+            Dask collection is not computed).
         y : None
             Ignored.
 
@@ -194,7 +195,10 @@ default="float32"
         -------
         self : CNNFeatureExtractor
         """
-        _inputs.as_images(X, on_error=self.on_error)
+        if _dask.is_dask_collection(X):
+            _dask.check(X)  # structure only: fitting must not compute X
+        else:
+            _inputs.as_images(X, on_error=self.on_error)
         check_memory(self.memory)
         network = self._check_backbone_params()
         self.layer_names_ = network.resolve_layers(self.layer)
@@ -212,16 +216,25 @@ default="float32"
 
         Parameters
         ----------
-        X : array-like of images, file paths or PIL images
-            Files are streamed from disk batch by batch.
+        X : array-like of images, file paths or PIL images, or a Dask collection
+            Files are streamed from disk batch by batch. A Dask array of
+            images or of paths, or a Dask bag of paths, gives a lazy Dask
+            array computed block by block (on a cluster if one is in use); a
+            Dask DataFrame/Series of paths gives a lazy Dask DataFrame with
+            the same index and a column per feature name.
 
         Returns
         -------
         features : ndarray of shape (n_images, n_features_out_), float32
-            NaN rows for unreadable files when ``on_error="nan"``.
+            NaN rows for unreadable files when ``on_error="nan"``. Lazy Dask
+            output for Dask input.
         """
         check_is_fitted(self)
-        images = _inputs.as_images(X, on_error=self.on_error)
+        if _dask.is_dask_collection(X):
+            return _dask.transform(self, X)
+        return self._features_of(_inputs.as_images(X, on_error=self.on_error))
+
+    def _features_of(self, images):
         return _features.features(
             self._network(),
             self.layer_names_,

@@ -15,6 +15,7 @@ the GPU when TensorFlow sees one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import threading
@@ -39,6 +40,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 _lock = threading.RLock()
 _cache: OrderedDict = OrderedDict()
+#: Networks built in this process (a Dask worker should build each once).
+builds = 0
 
 
 @dataclass(eq=False)
@@ -300,6 +303,8 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
             _cache.move_to_end(key)
             return entry[1]
         network = _build_network(backbone, weights, input_size, precision)
+        global builds
+        builds += 1
         if not _is_model(backbone):
             network.stable_key = _stable_key(key, network.input_size)
         # A user's model is keyed by identity; the weak reference lets a
@@ -361,15 +366,8 @@ def _registry_network(name: str, weights, input_size) -> Network:
     spec = get_spec(name)
     size = input_size or spec.native_size
     if weights is None:
-        # Keras draws each initializer's seed from Python's `random`: a fixed
-        # seed there makes random weights the same in every process and after
-        # a cache eviction; the caller's random state is restored after.
-        state = random.getstate()
-        random.seed(0)
-        try:
+        with _private_python_random(0):
             model = build_core(spec, size, weights, include_top=False)
-        finally:
-            random.setstate(state)
     else:
         model = build_core(spec, size, weights, include_top=False)
     return Network(
@@ -379,6 +377,34 @@ def _registry_network(name: str, weights, input_size) -> Network:
         input_size=size,
         blocks=find_blocks(model),
     )
+
+
+@contextlib.contextmanager
+def _private_python_random(seed: int):
+    """Python ``random.randint`` calls of this thread draw from a seeded generator.
+
+    Keras draws the seed of every unseeded initializer with
+    ``random.randint``; a fixed sequence makes random weights the same in
+    every process and after a cache eviction. Seeding the global generator
+    is not enough: other threads (a Dask worker's event loop, for one) draw
+    from it at the same time and shift the sequence. So only this thread's
+    draws are redirected, and the global generator is left untouched.
+    Builds run under the module lock, so patches never nest.
+    """
+    private = random.Random(seed)
+    thread = threading.get_ident()
+    original = random.randint
+
+    def randint(a, b):
+        if threading.get_ident() == thread:
+            return private.randint(a, b)
+        return original(a, b)
+
+    random.randint = randint
+    try:
+        yield
+    finally:
+        random.randint = original
 
 
 def _user_network(backbone, weights, input_size) -> Network:
