@@ -1,8 +1,15 @@
 """The ``sktransfer`` command line.
 
-Errors a user can fix (a missing file, a bad option value, unavailable
-weights) are printed on stderr in one paragraph, without a traceback, with
-exit status 2; ``--debug`` shows the traceback.
+Subcommands: ``extract`` (features of a folder of images to .npy, .parquet
+or .csv), ``fit`` (fine-tune a classifier on a class-per-subfolder tree,
+saved with joblib), ``predict``, ``explain`` (Grad-CAM figure), ``demo`` and
+``backbones``. Options mirror the estimators' parameter names
+(``--input-size`` is ``input_size``).
+
+Exit status: 0 on success; 2 for errors a user can fix (a bad option, a
+missing or empty folder, an unreadable image, unavailable weights), printed
+on stderr in one paragraph without a traceback; 1 for unexpected errors;
+130 when interrupted. ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -10,8 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
+import warnings
 
 from .exceptions import SktransferError
+
+#: Errors a user can fix: printed without a traceback, exit status 2.
+USER_ERRORS = (SktransferError, ValueError, OSError, ImportError, RuntimeError)
 
 
 def _layers(text: str):
@@ -33,6 +45,58 @@ def _input_size(text: str):
 
 def _weights(text: str):
     return None if text.lower() == "none" else text
+
+
+def _layer(text: str):
+    """``-1`` -> -1, ``block_13_expand_relu`` -> itself, ``-1,-2`` -> [-1, -2]."""
+    layers = _layers(text)
+    if not layers:
+        raise argparse.ArgumentTypeError("give a block index, a layer name, or a list")
+    return layers[0] if len(layers) == 1 else layers
+
+
+def _pooling(text: str):
+    from ._pooling import POOLING_OPTIONS
+
+    if text.isdigit():
+        return int(text)
+    if text not in POOLING_OPTIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a pooling: use {', '.join(POOLING_OPTIONS)}, or an int k "
+            "for a k x k grid of averages"
+        )
+    return text
+
+
+def _trainable_blocks(text: str):
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a number of blocks or 'all'") from None
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description; keeps the examples as written."""
+
+    def _fill_text(self, text, width, indent):
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            if paragraph.startswith("examples:"):
+                paragraphs.append(textwrap.indent(paragraph, indent))
+            else:
+                paragraphs.append(
+                    textwrap.fill(
+                        " ".join(paragraph.split()), width,
+                        initial_indent=indent, subsequent_indent=indent,
+                    )
+                )
+        return "\n\n".join(paragraphs)
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _add_backbone_options(parser, default_backbone: str, default_size=None) -> None:
@@ -57,6 +121,61 @@ def _add_backbone_options(parser, default_backbone: str, default_size=None) -> N
     )
 
 
+def _add_cut_options(parser) -> None:
+    """``--layer``, ``--pooling`` and ``--batch-size``, as the estimators name them."""
+    parser.add_argument(
+        "--layer",
+        type=_layer,
+        default=-1,
+        help="where to cut: a block index (-1 the deepest), a Keras layer name, or a "
+        "comma-separated list, e.g. --layer=-2 or --layer=-1,-2 (default: -1)",
+    )
+    parser.add_argument(
+        "--pooling",
+        type=_pooling,
+        default="avg",
+        help="avg, max, avgmax, flatten, or an int k for a k x k grid (default: avg)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default: 32)"
+    )
+
+
+def _add_progress_option(parser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar on stderr",
+    )
+
+
+def _extract(args) -> int:
+    from ._cli_common import images_from_arguments
+    from ._cli_extract import run_extract
+
+    paths, labels = images_from_arguments(args.inputs, warn=args.warn)
+    return run_extract(args, paths, labels, say=print, warn=args.warn)
+
+
+def _fit(args) -> int:
+    from ._cli_model import run_fit
+
+    return run_fit(args, say=print, warn=args.warn)
+
+
+def _predict(args) -> int:
+    from ._cli_model import run_predict
+
+    return run_predict(args, say=print, warn=args.warn)
+
+
+def _explain(args) -> int:
+    from ._cli_model import run_explain
+
+    return run_explain(args, say=print, warn=args.warn)
+
+
 def _demo(args) -> int:
     from ._demo import run_demo
 
@@ -75,6 +194,7 @@ def _demo(args) -> int:
         trainable_blocks=args.trainable_blocks,
         head_epochs=args.head_epochs,
         epochs=args.epochs,
+        learning_rate=args.learning_rate,
     )
     return 0
 
@@ -96,14 +216,219 @@ def _backbones(args) -> int:
     return 0
 
 
+def _add_extract_parser(commands) -> None:
+    from ._cli_extract import CHUNK_IMAGES
+
+    extract = commands.add_parser(
+        "extract",
+        help="CNN features of a folder of images, to .npy, .parquet or .csv",
+        formatter_class=_HelpFormatter,
+        description=(
+            "Features of images from a pretrained CNN cut at --layer "
+            "(CNNFeatureExtractor), written to a file. INPUT is one folder (with one "
+            "subfolder per class, giving a 'label' column, or a flat folder of "
+            "images) or image files (@list.txt reads them from a file, one per "
+            "line).\n\n"
+            ".csv and .parquet: a 'path' column, a 'label' column for a class "
+            "folder, then one column per feature, named by get_feature_names_out(). "
+            ".npy: the float32 features only, rows in the order of <output>.paths.csv "
+            "(written beside it, with the path and label columns). Parquet needs "
+            "pyarrow.\n\n"
+            "Resumable: features are cached on disk every "
+            f"{CHUNK_IMAGES} images, in <output>.cache/ by default (deleted once the "
+            "output is written) or in --cache-dir (kept, and shared by later runs: "
+            "another output format or another pooling of the same layers costs no "
+            "forward pass). After an interruption, run the same command again: only "
+            "the images not cached yet go through the network."
+        ),
+        epilog=_examples(
+            "sktransfer extract photos/ -o features.parquet",
+            "sktransfer extract photos/ --backbone resnet50 --layer=-2 --pooling 2 -o f.npy",
+            "sktransfer extract scans/*.png --input-size 128 --cache-dir ~/.cache/sktransfer -o f.csv",
+        ),
+    )
+    extract.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="a folder, or image files"
+    )
+    extract.add_argument(
+        "-o", "--output", required=True,
+        help="features.npy, features.parquet or features.csv (the extension decides)",
+    )
+    _add_backbone_options(extract, "efficientnet_lite0")
+    _add_cut_options(extract)
+    extract.add_argument(
+        "--on-error",
+        choices=["raise", "nan"],
+        default="raise",
+        help="unreadable images: stop with an error naming the file (default), or "
+        "give them NaN features and list them at the end",
+    )
+    extract.add_argument(
+        "--cache-dir",
+        help="disk feature cache (the estimators' memory=), kept after the run "
+        "(default: <output>.cache, deleted once the output is written)",
+    )
+    extract.add_argument(
+        "--no-cache", action="store_true", help="no disk cache: not resumable"
+    )
+    _add_progress_option(extract)
+    extract.set_defaults(run=_extract)
+
+
+def _add_fit_parser(commands) -> None:
+    fit = commands.add_parser(
+        "fit",
+        help="fine-tune a classifier on a class-per-subfolder folder; save it with joblib",
+        formatter_class=_HelpFormatter,
+        description=(
+            "Fine-tune a pretrained CNN (FineTunedCNNClassifier) on FOLDER, which "
+            "holds one subfolder of images per class, and save the fitted "
+            "classifier with joblib. Stage 1 trains a new top on the frozen "
+            "network cut at --layer (up to --head-epochs epochs); stage 2 unfreezes "
+            "the top --trainable-blocks blocks (up to --epochs epochs at "
+            "--learning-rate). Early stopping on a stratified --validation-fraction "
+            "of the images keeps the best weights. Prints the classes, the epochs "
+            "run and the validation accuracy of the weights kept."
+        ),
+        epilog=_examples(
+            "sktransfer fit photos/ -o model.joblib",
+            "sktransfer fit photos/ --backbone resnet50 --layer=-2 --trainable-blocks 2 "
+            "--epochs 20 -o model.joblib",
+            "sktransfer fit photos/ --trainable-blocks 0 --no-augment --random-state 0 "
+            "-o model.joblib",
+        ),
+    )
+    fit.add_argument("folder", metavar="FOLDER", help="one subfolder of images per class")
+    fit.add_argument("-o", "--output", required=True, help="where the model goes (model.joblib)")
+    _add_backbone_options(fit, "efficientnet_lite0")
+    _add_cut_options(fit)
+    fit.add_argument(
+        "--trainable-blocks", type=_trainable_blocks, default=1,
+        help="top blocks unfrozen in stage 2: 0 trains the new top only, 'all' the "
+        "whole network (default: 1)",
+    )
+    fit.add_argument("--learning-rate", type=float, default=1e-4,
+                     help="learning rate of stage 2, fine tuning (default: 1e-4)")
+    fit.add_argument("--head-learning-rate", type=float, default=1e-3,
+                     help="learning rate of stage 1, the new top (default: 1e-3)")
+    fit.add_argument("--head-epochs", type=int, default=10,
+                     help="maximum epochs of stage 1 (default: 10)")
+    fit.add_argument("--epochs", type=int, default=10,
+                     help="maximum epochs of stage 2; 0 skips it (default: 10)")
+    fit.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=True,
+        help="random flips, rotations, zooms and shifts in training (default: on)",
+    )
+    fit.add_argument(
+        "--validation-fraction", type=float, default=0.1,
+        help="images held out (stratified) for early stopping (default: 0.1)",
+    )
+    fit.add_argument(
+        "--no-early-stopping", dest="early_stopping", action="store_false",
+        help="train every epoch, on all images (no validation split)",
+    )
+    fit.add_argument("--random-state", type=int, default=None,
+                     help="seed: the same seed gives the same model on the CPU")
+    fit.add_argument(
+        "--cache-dir",
+        help="disk feature cache for stage 1 (the estimator's memory=), shared "
+        "with extract (default: none)",
+    )
+    fit.add_argument(
+        "--verbose", type=int, nargs="?", const=1, default=0,
+        help="Keras' training logs: 1 (or --verbose alone) progress bars, 2 one "
+        "line per epoch (default: 0)",
+    )
+    fit.set_defaults(run=_fit)
+
+
+def _add_predict_parser(commands) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="predict the classes of images with a saved model",
+        formatter_class=_HelpFormatter,
+        description=(
+            "Predict the class of each image with a model saved by 'sktransfer fit' "
+            "(or any fitted scikit-learn classifier of image paths saved with "
+            "joblib; joblib files are pickles: load only models you trust). Prints "
+            "'path<TAB>label' per image; with --proba, a header line then the "
+            "probability of each class (the label is then the most probable "
+            "class). With -o, writes the same columns as CSV (probability columns "
+            "named proba_<class>)."
+        ),
+        epilog=_examples(
+            "sktransfer predict model.joblib new/*.jpg",
+            "sktransfer predict model.joblib new/ --proba -o predictions.csv",
+            "sktransfer predict model.joblib @paths.txt | cut -f2 | sort | uniq -c",
+        ),
+    )
+    predict.add_argument("model", metavar="MODEL", help="model.joblib")
+    predict.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="image files, or one folder (all its images; @list.txt reads paths from a file)",
+    )
+    predict.add_argument("-o", "--output", help="write predictions.csv instead of printing")
+    predict.add_argument("--proba", action="store_true", help="add class probabilities")
+    _add_progress_option(predict)
+    predict.set_defaults(run=_predict)
+
+
+def _add_explain_parser(commands) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="Grad-CAM heat maps of a saved model over images, as a figure",
+        formatter_class=_HelpFormatter,
+        description=(
+            "Where does the model look? Writes one figure with the Grad-CAM heat "
+            "map of each image over it (FineTunedCNNClassifier.explain, "
+            "sktransfer.inspection.GradCAMDisplay), for the predicted class of each "
+            "image or for --target. Needs matplotlib."
+        ),
+        epilog=_examples(
+            "sktransfer explain model.joblib photo.jpg -o heatmap.png",
+            "sktransfer explain model.joblib test/cat/*.jpg --target dog -o why-dog.png",
+        ),
+    )
+    explain.add_argument("model", metavar="MODEL", help="model.joblib from 'sktransfer fit'")
+    explain.add_argument(
+        "files", nargs="+", metavar="FILE", help="image files, or one folder"
+    )
+    explain.add_argument(
+        "-o", "--output", required=True, help="heatmap.png (or .pdf, .svg, .jpg)"
+    )
+    explain.add_argument(
+        "--target", metavar="LABEL",
+        help="explain this class for every image (default: each image's predicted class)",
+    )
+    explain.add_argument("--n-cols", type=int, default=4, help="images per row (default: 4)")
+    explain.add_argument("--alpha", type=float, default=0.5,
+                         help="opacity of the heat map over the image (default: 0.5)")
+    explain.add_argument("--cmap", default="jet", help="matplotlib colormap (default: jet)")
+    explain.add_argument("--dpi", type=int, default=100, help="resolution of the figure")
+    explain.set_defaults(run=_explain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sktransfer",
         description="CNN transfer learning with scikit-learn estimators.",
+        formatter_class=_HelpFormatter,
+        fromfile_prefix_chars="@",
+        epilog=_examples(
+            "sktransfer extract photos/ -o features.parquet",
+            "sktransfer fit photos/ -o model.joblib",
+            "sktransfer predict model.joblib new/*.jpg",
+            "sktransfer explain model.joblib new/1.jpg -o heatmap.png",
+            "sktransfer COMMAND --help    # the options of a command",
+        ),
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    _add_extract_parser(commands)
+    _add_fit_parser(commands)
+    _add_predict_parser(commands)
+    _add_explain_parser(commands)
 
     demo = commands.add_parser(
         "demo",
@@ -134,10 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cut point of the fine-tuned network (default: -2)")
     demo.add_argument("--trainable-blocks", type=int, default=1,
                       help="blocks fine-tuned in stage 2 (default: 1)")
-    demo.add_argument("--head-epochs", type=int, default=8,
-                      help="maximum epochs of stage 1, the new top (default: 8)")
-    demo.add_argument("--epochs", type=int, default=4,
-                      help="maximum epochs of stage 2, fine tuning (default: 4)")
+    demo.add_argument("--head-epochs", type=int, default=60,
+                      help="maximum epochs of stage 1, the new top, on cached "
+                           "features (default: 60)")
+    demo.add_argument("--epochs", type=int, default=10,
+                      help="maximum epochs of stage 2, fine tuning (default: 10)")
+    demo.add_argument("--learning-rate", type=float, default=3e-4,
+                      help="learning rate of stage 2 (default: 3e-4)")
     demo.set_defaults(run=_demo)
 
     listing = commands.add_parser(
@@ -152,20 +480,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sktransfer`` console script."""
+    """Entry point of the ``sktransfer`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return args.run(args)
-    except (SktransferError, ValueError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    prefix = f"sktransfer {args.command}"
+
+    def warn(message: str) -> None:
+        print(f"{prefix}: warning: {message}", file=sys.stderr, flush=True)
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        warn(str(message))
+
+    args.warn = warn
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.run(args)
+    except USER_ERRORS as exc:
         if args.debug:
             raise
-        print(f"sktransfer {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prefix}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"{prefix}: unexpected error: {type(exc).__name__}: {exc}\n"
+            "Run again with --debug for the traceback, and please report it.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
