@@ -56,6 +56,10 @@ class BackboneMixin:
         for attribute in ("_metadata_request", "_sklearn_output_config"):
             if hasattr(self, attribute):
                 setattr(new, attribute, copy.deepcopy(getattr(self, attribute)))
+        if hasattr(self, "_skl_callbacks"):
+            # By reference, as scikit-learn's clone does: one callback (a
+            # ScoringMonitor) collects the logs of every clone in a search.
+            new._skl_callbacks = self._skl_callbacks
         return new
 
     def _check_backbone_params(self):

@@ -16,13 +16,15 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from . import _features, _inputs, _training
+from . import _callbacks, _features, _inputs, _training
 from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
 from ._fingerprint import FINGERPRINTS
 from .cache import check_memory
 
 
-class FineTunedCNNClassifier(ClassifierMixin, BackboneMixin, BaseEstimator):
+class FineTunedCNNClassifier(
+    _callbacks.CallbackSupportMixin, ClassifierMixin, BackboneMixin, BaseEstimator
+):
     """Fine tuning of a pretrained CNN, as a scikit-learn classifier.
 
     The second approach of transfer learning, done right by default. Stage 1
@@ -150,8 +152,20 @@ default="float32"
     are resized to. ``warm_start`` is not offered: each fit starts again from
     the pretrained weights, because continuing from an earlier fine-tuned
     state would make a grid search's candidates depend on the order in which
-    they ran. Fitting calls ``keras.backend.clear_session()`` first, so that
-    memory stays flat across the many fits of a grid search.
+    they ran. The fits that share an architecture reuse one compiled
+    network, reset to its initial weights for every fit, so memory stays
+    flat across the many fits of a grid search (TensorFlow keeps memory for
+    every training step it traces; ``clear_session()`` does not return it).
+
+    With scikit-learn >= 1.9, ``set_callbacks`` takes :mod:`sklearn.callback`
+    callbacks: ``fit`` reports the stages ``"head"`` and ``"fine_tune"``
+    (the keys of ``history_``) with a sub-task per epoch, and the passes
+    that compute cached features with a sub-task per batch. At the end of
+    every epoch and stage, ``fitted_estimator`` predicts with the network as
+    it was then, and its ``history_`` holds the curves so far, so
+    ``ScoringMonitor(scoring="accuracy")`` scores every epoch on ``X``.
+    Callbacks set on an estimator travel with its clones (a grid search).
+    With an older scikit-learn, ``set_callbacks`` raises an ImportError.
 
     Examples
     --------
@@ -303,6 +317,14 @@ default="float32"
         augment_head = bool(augment) and (
             not fine_tune if self.augment_head == "auto" else self.augment_head
         )
+        boundary = None  # stage 2 trains on cached maps of this frozen layer
+        if fine_tune and not augment:
+            boundary = self._maps_boundary(network, len(images))
+        # Every task is known before training, so progress bars have totals.
+        tasks = _callbacks.FitTasks(
+            self, X, y, sample_weight=sample_weight,
+            n_tasks=sum([not augment_head, True, boundary is not None, fine_tune]),
+        )
         batches = dict(size=self.input_size_, batch_size=self.batch_size)
 
         def image_data(indices, weights_, shuffle):
@@ -318,7 +340,10 @@ default="float32"
             # The bottleneck recipe: the frozen network's pooled features are
             # computed once (or found in the cache, shared with every other
             # candidate of a grid search) and the top trains on them.
-            features = self._features(network, self.layer_names_, self.pooling, images)
+            features = self._features(
+                network, self.layer_names_, self.pooling, images,
+                progress=tasks.batches("features"),
+            )
             head_data = tuple(
                 None
                 if indices is None
@@ -350,14 +375,14 @@ default="float32"
         with trainer.lock:
             trainer.reset()
             head_stage = "head" if augment_head else "head_features"
+            head = tasks.stage("head", self.head_epochs, trainer.inference_copy)
             self.history_ = {
                 "head": _training.run_stage(
                     trainer.stage_model(head_stage, self.head_learning_rate),
-                    *head_data, epochs=self.head_epochs, **stage,
+                    *head_data, epochs=self.head_epochs, callbacks=[head], **stage,
                 )
             }
-            if fine_tune:
-                boundary = None if augment else self._maps_boundary(network, len(images))
+            if fine_tune and not head.stop_fit:
                 if boundary is None:
                     stage_name = "fine_tune"
                     data = image_data(train, weights, True), image_data(validation, None, False)
@@ -365,7 +390,10 @@ default="float32"
                     # No augmentation: the frozen network below the unfrozen
                     # blocks gives the same maps every epoch; compute them once.
                     stage_name = f"fine_tune_maps:{boundary}"
-                    maps = self._features(network, [boundary], "flatten", images)
+                    maps = self._features(
+                        network, [boundary], "flatten", images,
+                        progress=tasks.batches("maps"),
+                    )
                     shape = network.layer_shape(boundary)
                     data = tuple(
                         None
@@ -379,15 +407,17 @@ default="float32"
                             (train, weights, True), (validation, None, False)
                         )
                     )
+                report = tasks.stage("fine_tune", self.epochs, trainer.inference_copy)
                 self.history_["fine_tune"] = _training.run_stage(
                     trainer.stage_model(stage_name, self.learning_rate),
-                    *data, epochs=self.epochs, **stage,
+                    *data, epochs=self.epochs, callbacks=[report], **stage,
                 )
             self.model_ = trainer.inference_copy()
         self._functions = {}
+        tasks.end()
         return self
 
-    def _features(self, network, layers, pooling, images):
+    def _features(self, network, layers, pooling, images, progress=None):
         """Pooled features of the frozen network, through the feature cache."""
         return _features.features(
             network,
@@ -401,6 +431,7 @@ default="float32"
             memory=self.memory,
             fingerprint=self.fingerprint,
             verbose=self.verbose,
+            progress=progress,
         )
 
     def _maps_boundary(self, network, n_images: int):
@@ -542,6 +573,55 @@ default="float32"
             )
         return self.classes_[proba.argmax(axis=1)]
 
+    def explain(self, X, target=None) -> np.ndarray | list[np.ndarray]:
+        """Grad-CAM heat maps: where in each image the network sees a class.
+
+        The gradients of the class's logit with respect to the output map of
+        the deepest cut layer (the last of ``layer_names_``), averaged over
+        positions, weight that map's channels; their sum, kept where
+        positive (ReLU) and normalised per image, is resized to the image.
+        Runs in inference mode (no augmentation, no dropout) in batches of
+        ``batch_size``.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images
+        target : label, array-like of labels or None, default=None
+            The class each map explains: None for each image's predicted
+            class, one label (a value of ``classes_``) for all images, or
+            one label per image.
+
+        Returns
+        -------
+        maps : ndarray of shape (n_images, height, width), float32, or list
+            Heat maps in [0, 1], aligned with the images: an array when all
+            images share one size (e.g. a numeric array), else a list of 2-D
+            arrays, one per image at its own size. A map is all zeros where
+            nothing raises the class's score, and NaN for an image that
+            could not be read (``on_error="nan"``).
+
+        See Also
+        --------
+        sktransfer.inspection.GradCAMDisplay : The maps drawn over the images.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sktransfer import FineTunedCNNClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> images = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+        >>> clf = FineTunedCNNClassifier(
+        ...     backbone="mobilenet_v2", weights=None, input_size=32, layer=-2,
+        ...     head_epochs=1, epochs=0, early_stopping=False, random_state=0,
+        ... ).fit(images, ["cat", "dog"] * 3)
+        >>> maps = clf.explain(images, target="dog")
+        >>> maps.shape, bool(maps.min() >= 0 and maps.max() <= 1)
+        ((6, 32, 32), True)
+        """
+        from ._gradcam import grad_cam
+
+        return grad_cam(self, X, target)
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state.pop("_functions", None)
@@ -557,6 +637,16 @@ default="float32"
 
             state["model_"] = model_from_bytes(state["model_"])
         self.__dict__.update(state)
+
+    def __copy__(self):
+        # Shallow, as copy.copy should be: without this, copying would go
+        # through __getstate__ and serialise the network (seconds). scikit-learn
+        # copies the estimator this way for every callback's fitted_estimator.
+        # The compiled functions stay behind: a copy may be given another model_.
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.pop("_functions", None)
+        return new
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -9,13 +9,15 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _dask, _features, _inputs, _pooling
+from . import _callbacks, _dask, _features, _inputs, _pooling
 from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
 from ._fingerprint import FINGERPRINTS
 from .cache import check_memory
 
 
-class CNNFeatureExtractor(TransformerMixin, BackboneMixin, BaseEstimator):
+class CNNFeatureExtractor(
+    _callbacks.CallbackSupportMixin, TransformerMixin, BackboneMixin, BaseEstimator
+):
     """Deep features from a pretrained CNN cut at a chosen depth.
 
     The feature-extraction approach of transfer learning: the classifier top
@@ -122,6 +124,13 @@ default="float32"
     builds each backbone once. ``n_features_in_`` is not set: the input is
     images of any size (or file paths), not a fixed number of columns.
 
+    With scikit-learn >= 1.9, ``set_callbacks`` takes :mod:`sklearn.callback`
+    callbacks (``ProgressBar``, ...): ``fit_transform`` (which a ``Pipeline``
+    calls) reports the network's pass as a task ``"transform"`` with a
+    sub-task per batch; ``fit`` is a single task; ``transform`` reports
+    nothing (the API covers fitting only; ``verbose`` shows its progress).
+    With an older scikit-learn, ``set_callbacks`` raises an ImportError.
+
     Examples
     --------
     >>> import numpy as np
@@ -195,10 +204,51 @@ default="float32"
         -------
         self : CNNFeatureExtractor
         """
+        tasks = _callbacks.FitTasks(self, X, y)
+        self._fit(X)
+        tasks.end()
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X, y=None):
+        """Fit to ``X``, then return its features.
+
+        The same as ``fit(X).transform(X)``, with the network's pass over
+        ``X`` reported to the callbacks (see ``set_callbacks``) as a task
+        ``"transform"`` with a sub-task per batch.
+
+        Parameters
+        ----------
+        X : array-like of images, file paths or PIL images, or a Dask collection
+            As for :meth:`transform`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, n_features_out_), float32
+            As for :meth:`transform`.
+        """
+        # Dask output is lazy: no batch runs during the fit.
+        lazy = _dask.is_dask_collection(X)
+        tasks = _callbacks.FitTasks(
+            self, X, y, task_name="fit-transform", n_tasks=0 if lazy else 1
+        )
+        images = self._fit(X)
+        if lazy:
+            features = _dask.transform(self, X)
+        else:
+            features = self._features_of(images, progress=tasks.batches("transform"))
+        tasks.end()
+        return features
+
+    def _fit(self, X):
+        """Set what ``fit`` learns; the images of ``X`` (None for Dask input)."""
+        images = None
         if _dask.is_dask_collection(X):
             _dask.check(X)  # structure only: fitting must not compute X
         else:
-            _inputs.as_images(X, on_error=self.on_error)
+            images = _inputs.as_images(X, on_error=self.on_error)
         check_memory(self.memory)
         network = self._check_backbone_params()
         self.layer_names_ = network.resolve_layers(self.layer)
@@ -209,7 +259,7 @@ default="float32"
         self.n_features_out_ = sum(
             _pooling.n_pooled(shape, self.pooling) for shape in self.layer_shapes_
         )
-        return self
+        return images
 
     def transform(self, X):
         """Features of the images in ``X``.
@@ -234,7 +284,7 @@ default="float32"
             return _dask.transform(self, X)
         return self._features_of(_inputs.as_images(X, on_error=self.on_error))
 
-    def _features_of(self, images):
+    def _features_of(self, images, progress=None):
         return _features.features(
             self._network(),
             self.layer_names_,
@@ -247,6 +297,7 @@ default="float32"
             memory=self.memory,
             fingerprint=self.fingerprint,
             verbose=self.verbose,
+            progress=progress,
         )
 
     def get_feature_names_out(self, input_features=None):

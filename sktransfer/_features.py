@@ -86,8 +86,16 @@ def features(
     memory=None,
     fingerprint: str = "metadata",
     verbose=0,
+    progress=None,
 ) -> np.ndarray:
     """Pooled features of ``layers`` for every image, through the caches.
+
+    Parameters
+    ----------
+    progress : _callbacks.BatchTask, optional
+        Reports the pass to scikit-learn callbacks: ``progress.begin(n,
+        batch_size)`` with the number of images the network runs on (0 when
+        the caches hold them all), then ``progress.on_batch`` after each batch.
 
     Returns
     -------
@@ -100,8 +108,11 @@ def features(
     if not cache and disk is None:
         function = network.feature_function(parts, preprocessing, jit_compile)
         width = sum(_width(network, part) for part in parts)
+        if progress is not None:
+            progress.begin(len(images), batch_size)
         return _inputs.map_batches(
-            function, images, network.input_size, batch_size, width, verbose=verbose
+            function, images, network.input_size, batch_size, width, verbose=verbose,
+            on_batch=None if progress is None else progress.on_batch,
         )
 
     from ._fingerprint import image_keys
@@ -133,6 +144,8 @@ def features(
                 found[i, p] = True
 
     todo = np.flatnonzero(~found.all(axis=1))
+    if progress is not None:
+        progress.begin(len(todo), batch_size)
     if len(todo):
         computed_parts = eager_parts(network, parts)
         function = network.feature_function(computed_parts, preprocessing, jit_compile)
@@ -141,6 +154,12 @@ def features(
             part_keys(base, computed_parts), computed_widths, [keys[i] for i in todo],
             memory_rows if cache else None, disk,
         )
+
+        def on_batch(out, start, stop, failed):
+            store.add(out, todo, start, stop, failed)
+            if progress is not None:
+                progress.on_batch(out, start, stop, failed)
+
         computed = _inputs.map_batches(
             function,
             images,
@@ -149,7 +168,7 @@ def features(
             sum(computed_widths),
             indices=todo,
             verbose=verbose,
-            on_batch=lambda out, start, stop, failed: store.add(out, todo, start, stop, failed),
+            on_batch=on_batch,
         )
         store.flush(computed)
         bounds = store.bounds

@@ -457,8 +457,14 @@ def clear_trainers() -> None:
         _trainers.clear()
 
 
-def run_stage(model, train, validation, *, epochs, patience, verbose) -> dict:
-    """Fit a compiled stage model; returns the epoch history."""
+def run_stage(
+    model, train, validation, *, epochs, patience, verbose, callbacks=()
+) -> dict:
+    """Fit a compiled stage model; returns the epoch history.
+
+    ``callbacks`` (Keras callbacks) run after early stopping's, so at the end
+    of training they see the best weights it restored.
+    """
     import keras
 
     # Create the optimizer's and metrics' variables eagerly, before fit traces
@@ -466,9 +472,9 @@ def run_stage(model, train, validation, *, epochs, patience, verbose) -> dict:
     # hook is private Keras API, so it is optional.
     if not model.optimizer.built and hasattr(model, "_symbolic_build"):
         model._symbolic_build(data_batch=train[0])
-    callbacks = []
+    early_stopping = []
     if validation is not None:
-        callbacks.append(
+        early_stopping.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=patience, restore_best_weights=True
             )
@@ -478,7 +484,7 @@ def run_stage(model, train, validation, *, epochs, patience, verbose) -> dict:
             train,
             validation_data=validation,
             epochs=epochs,
-            callbacks=callbacks,
+            callbacks=[*early_stopping, *callbacks],
             verbose=verbose,
             # The batches reshuffle themselves from the fit's seed; Keras'
             # own shuffling of a PyDataset would draw from the global RNG.

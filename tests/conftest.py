@@ -31,6 +31,16 @@ def make_images(n: int = 12, size: int = SIZE, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture
+def empty_cache():
+    """An empty feature cache before and after the test."""
+    from sktransfer import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
 def images() -> np.ndarray:
     return make_images()
 

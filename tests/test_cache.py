@@ -17,11 +17,7 @@ from .conftest import make_images, save_pngs
 COMMON = dict(backbone="mobilenet_v2", weights=None, input_size=32)
 
 
-@pytest.fixture(autouse=True)
-def empty_cache():
-    cache.clear()
-    yield
-    cache.clear()
+pytestmark = pytest.mark.usefixtures("empty_cache")
 
 
 @pytest.fixture
