@@ -119,7 +119,8 @@ default="float32"
         process-wide cache.
     memory : None, str, path or joblib.Memory, default=None
         As in :class:`CNNFeatureExtractor`: also cache the stage-1 features
-        on disk, shared by processes.
+        on disk, shared by processes (the maps of stage 2 are kept in
+        memory only).
     fingerprint : {"metadata", "content"}, default="metadata"
         As in :class:`CNNFeatureExtractor`.
     verbose : int, default=0
@@ -392,7 +393,7 @@ default="float32"
                     stage_name = f"fine_tune_maps:{boundary}"
                     maps = self._features(
                         network, [boundary], "flatten", images,
-                        progress=tasks.batches("maps"),
+                        progress=tasks.batches("maps"), maps=True,
                     )
                     shape = network.layer_shape(boundary)
                     data = tuple(
@@ -417,8 +418,12 @@ default="float32"
         tasks.end()
         return self
 
-    def _features(self, network, layers, pooling, images, progress=None):
-        """Pooled features of the frozen network, through the feature cache."""
+    def _features(self, network, layers, pooling, images, progress=None, maps=False):
+        """Pooled features of the frozen network, through the feature cache.
+
+        ``maps=True`` asks for the unpooled maps of stage 2: kept in memory
+        only (too large for the disk cache) and without the eager extras.
+        """
         return _features.features(
             network,
             layers,
@@ -428,17 +433,20 @@ default="float32"
             jit_compile=False,
             batch_size=self.batch_size,
             cache=self.cache,
-            memory=self.memory,
+            memory=None if maps else self.memory,
             fingerprint=self.fingerprint,
             verbose=self.verbose,
             progress=progress,
+            eager=not maps,
         )
 
     def _maps_boundary(self, network, n_images: int):
         """The frozen layer whose maps stage 2 can train on, or None.
 
-        Only when those maps of all images fit in the feature cache's
-        memory budget: they are held in memory for the whole stage.
+        Only when those maps of all images take at most a quarter of the
+        feature cache's memory limit: while they are computed they exist
+        about three times (the pass's output, the cache's rows, the stage's
+        array), and they must not evict the cache's other rows.
         """
         from .cache import memory_cache
 
@@ -448,7 +456,7 @@ default="float32"
         if boundary is None:
             return None
         nbytes = 4 * n_images * int(np.prod(network.layer_shape(boundary)))
-        return boundary if nbytes <= memory_cache().max_bytes else None
+        return boundary if nbytes <= memory_cache().max_bytes // 4 else None
 
     def _combined_weights(self, y, sample_weight):
         if self.class_weight is None:

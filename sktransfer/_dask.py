@@ -103,7 +103,9 @@ def _numeric_array(extractor, X, width):
     import dask
 
     # The 0-1 or 0-255 reading of float pixels is decided for the whole
-    # array, as for a NumPy array, not block by block.
+    # array, as for a NumPy array, not block by block. This reads a float
+    # array once when transform is called (its min and max); integer
+    # arrays stay entirely lazy.
     scale = 1.0
     if X.dtype.kind == "f":
         low, high = dask.compute(X.min(), X.max())

@@ -54,16 +54,19 @@ def _width(network, part) -> int:
     return _pooling.n_pooled(network.layer_shape(layer), pooling)
 
 
-def feature_key(network, preprocessing, jit_compile) -> tuple[tuple, bool]:
-    """What every part key of these features shares, and whether it may go to disk.
+def cacheable(preprocessing) -> bool:
+    """Whether features computed with ``preprocessing`` may be cached.
 
-    A callable ``preprocessing`` is known only by its identity in this
-    process, so its features are cached in memory only.
+    A callable is known only by its identity, which Python recycles once it
+    is freed (and ``clone`` copies it), so cached rows could be served for
+    another function: its features are always computed.
     """
-    from ._network import preprocessing_key
+    return preprocessing is None or isinstance(preprocessing, str)
 
-    persistent = preprocessing is None or isinstance(preprocessing, str)
-    return (network.cache_key(), preprocessing_key(preprocessing), bool(jit_compile)), persistent
+
+def feature_key(network, preprocessing, jit_compile) -> tuple:
+    """What every part key of these features shares."""
+    return (network.cache_key(), preprocessing, bool(jit_compile))
 
 
 def part_keys(base: tuple, parts) -> list[str]:
@@ -87,11 +90,15 @@ def features(
     fingerprint: str = "metadata",
     verbose=0,
     progress=None,
+    eager: bool = True,
 ) -> np.ndarray:
     """Pooled features of ``layers`` for every image, through the caches.
 
     Parameters
     ----------
+    eager : bool
+        Also keep the cheap parts of the pass (see :func:`eager_parts`);
+        False computes and stores only what is asked.
     progress : _callbacks.BatchTask, optional
         Reports the pass to scikit-learn callbacks: ``progress.begin(n,
         batch_size)`` with the number of images the network runs on (0 when
@@ -105,6 +112,8 @@ def features(
     """
     parts = parts_of(layers, pooling)
     disk = disk_cache(memory)
+    if not cacheable(preprocessing):
+        cache, disk = False, None
     if not cache and disk is None:
         function = network.feature_function(parts, preprocessing, jit_compile)
         width = sum(_width(network, part) for part in parts)
@@ -121,10 +130,8 @@ def features(
     widths = [_width(network, part) for part in parts]
     out = np.empty((len(images), sum(widths)), dtype=np.float32)
     found = np.zeros((len(images), len(parts)), dtype=bool)
-    base, persistent = feature_key(network, preprocessing, jit_compile)
+    base = feature_key(network, preprocessing, jit_compile)
     names = part_keys(base, parts)
-    if not persistent:
-        disk = None
     offsets = np.concatenate([[0], np.cumsum(widths)])
     memory_rows = memory_cache()
     for p, name in enumerate(names):
@@ -147,7 +154,7 @@ def features(
     if progress is not None:
         progress.begin(len(todo), batch_size)
     if len(todo):
-        computed_parts = eager_parts(network, parts)
+        computed_parts = eager_parts(network, parts) if eager else parts
         function = network.feature_function(computed_parts, preprocessing, jit_compile)
         computed_widths = [_width(network, part) for part in computed_parts]
         store = _Store(

@@ -12,7 +12,9 @@ network it was computed from, so keys are built from content:
 * a network: everything that changes its output (backbone, weights, input
   size, precision, preprocessing, XLA), with the weights of a user's
   ``keras.Model`` hashed at each use, so training it in place invalidates
-  its features.
+  its features. (A model that had to be copied, to give it a concrete
+  ``input_size`` or to load ``weights=path``, is the copy: training the
+  original afterwards changes neither the features nor their key.)
 
 Keys are 16-byte digests; a collision needs 2**64 images.
 """
@@ -69,10 +71,19 @@ def _item_key(item, fingerprint: str) -> bytes | None:
             return _file_key(item, fingerprint)
         except OSError:
             return None  # unreadable: never cached, reported when loaded
-    # A PIL image (EXIF orientation is part of its info, which tobytes ignores).
-    orientation = item.getexif().get(0x0112, 1) if hasattr(item, "getexif") else 1
-    header = f"pil|{item.mode}|{item.size}|{orientation}|".encode()
-    return _digest(header, item.tobytes())
+    # A PIL image. Its pixels as the network sees them also depend on the
+    # EXIF orientation and, for palette images, on the palette and its
+    # transparency, which tobytes() leaves out.
+    try:
+        orientation = item.getexif().get(0x0112, 1)
+        palette = item.getpalette() if item.mode in ("P", "PA") else None
+        header = (
+            f"pil|{item.mode}|{item.size}|{orientation}|{palette}|"
+            f"{item.info.get('transparency')}|"
+        ).encode()
+        return _digest(header, item.tobytes())
+    except (OSError, ValueError):
+        return None  # unreadable: never cached, reported when loaded
 
 
 def _file_key(path: str, fingerprint: str) -> bytes:

@@ -59,7 +59,9 @@ def check_augment(augment) -> dict:
             raise ValueError(
                 f"augment[{key!r}]={value!r}: use a fraction in [0, 1) (0 turns it off)."
             )
-    return dict(augment)
+    # Entries that are off are dropped: {"flip": False} is no augmentation,
+    # so stage 2 may train on cached maps.
+    return {key: value for key, value in augment.items() if value}
 
 
 def augmentation_layers(augment: dict) -> list:

@@ -30,9 +30,11 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -40,6 +42,9 @@ import numpy as np
 __all__ = ["clear", "info", "set_max_bytes"]
 
 _SHARD_VERSION = "v1"
+#: Python's own cost of a cached row (array object, key, dict entry), counted
+#: against the limit with the row's bytes.
+_ROW_OVERHEAD = 256
 
 
 def _default_max_bytes() -> int:
@@ -83,17 +88,17 @@ class _MemoryCache:
             for key, row in zip(keys, rows):
                 old = self._rows.pop((part, key), None)
                 if old is not None:
-                    self.nbytes -= old.nbytes
+                    self.nbytes -= old.nbytes + _ROW_OVERHEAD
                 row = np.array(row, dtype=np.float32)  # own copy, not a view
                 row.flags.writeable = False
                 self._rows[(part, key)] = row
-                self.nbytes += row.nbytes
+                self.nbytes += row.nbytes + _ROW_OVERHEAD
             self._evict()
 
     def _evict(self) -> None:
         while self.nbytes > self.max_bytes and self._rows:
             _, evicted = self._rows.popitem(last=False)
-            self.nbytes -= evicted.nbytes
+            self.nbytes -= evicted.nbytes + _ROW_OVERHEAD
 
     def clear(self) -> None:
         with self._lock:
@@ -118,6 +123,7 @@ class _DiskCache:
         self._index: dict = {}  # part -> {image key: (shard path, row)}
         self._shards: dict = {}  # part -> set of shard names read
         self._lock = threading.Lock()
+        self.write_failed = False
 
     def _folder(self, part: str) -> str:
         return os.path.join(self.root, part)
@@ -134,12 +140,12 @@ class _DiskCache:
             if not name.endswith(".npz") or name in seen:
                 continue
             path = os.path.join(folder, name)
+            seen.add(name)
             try:
                 with np.load(path) as shard:
                     keys = shard["keys"]
-            except (OSError, ValueError, KeyError):
-                continue  # unreadable shard: ignored, its rows recomputed
-            seen.add(name)
+            except Exception:  # noqa: BLE001 - any damaged file (EOFError, BadZipFile, ...)
+                continue  # unreadable shard: ignored for good, its rows recomputed
             for row, key in enumerate(keys):
                 index[key.tobytes()] = (path, row)
 
@@ -159,23 +165,50 @@ class _DiskCache:
             try:
                 with np.load(path) as shard:
                     features = shard["features"]
-            except (OSError, ValueError, KeyError):
+            except Exception:  # noqa: BLE001 - deleted or damaged since indexed
+                self._forget(part, path)
                 continue
             for position, row in wanted:
                 found[position] = features[row]
         return found
 
+    def _forget(self, part: str, path: str) -> None:
+        """Drop a shard that can no longer be read from the index."""
+        with self._lock:
+            index = self._index.get(part, {})
+            for key in [k for k, (p, _) in index.items() if p == path]:
+                del index[key]
+
     def put(self, part: str, keys: list, rows: np.ndarray) -> None:
+        """Write rows as a new shard; a failure warns once and loses nothing else.
+
+        The cache is an optimisation: a full or read-only folder must not
+        throw away the pass that computed the rows.
+        """
         if not keys:
             return
         folder = self._folder(part)
-        os.makedirs(folder, exist_ok=True)
         name = f"{uuid.uuid4().hex}.npz"
         temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
         key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), -1)
-        with open(temporary, "wb") as file:
-            np.savez(file, keys=key_array, features=np.asarray(rows, dtype=np.float32))
-        os.replace(temporary, os.path.join(folder, name))
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(temporary, "wb") as file:
+                np.savez(file, keys=key_array, features=np.asarray(rows, dtype=np.float32))
+                file.flush()
+                os.fsync(file.fileno())  # complete on disk before it gets its name
+            os.replace(temporary, os.path.join(folder, name))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            if not self.write_failed:
+                self.write_failed = True
+                warnings.warn(
+                    f"Features could not be written to the disk cache {self.root!r} "
+                    f"({exc}); they are still returned, and kept in memory.",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
 
 _memory = _MemoryCache(_default_max_bytes())
@@ -190,7 +223,7 @@ def disk_cache(memory) -> _DiskCache | None:
     location = getattr(memory, "location", memory)  # a joblib.Memory
     if location is None:  # joblib.Memory(None) caches nothing
         return None
-    root = os.path.abspath(os.fspath(location))
+    root = os.path.abspath(os.path.expanduser(os.fspath(location)))
     with _disks_lock:
         if root not in _disks:
             _disks[root] = _DiskCache(root)
@@ -209,8 +242,9 @@ def check_memory(memory, parameter: str = "memory") -> None:
             f"{parameter}={memory!r} is not valid; use None, a folder path or a "
             "joblib.Memory."
         )
+    location = os.path.expanduser(os.fspath(location))
     if os.path.exists(location) and not os.path.isdir(location):
-        raise ValueError(f"{parameter}={os.fspath(location)!r} is a file, not a folder.")
+        raise ValueError(f"{parameter}={location!r} is a file, not a folder.")
 
 
 def memory_cache() -> _MemoryCache:
@@ -223,7 +257,8 @@ def info() -> dict:
     Returns
     -------
     info : dict
-        ``rows`` cached, their ``bytes``, the ``max_bytes`` limit, and the
+        ``rows`` cached (one per image and (layer, pooling) part), their
+        ``bytes`` (with Python's overhead), the ``max_bytes`` limit, and the
         ``hits``/``misses`` of row lookups since the last :func:`clear`.
     """
     return {

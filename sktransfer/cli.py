@@ -237,8 +237,8 @@ def _add_extract_parser(commands) -> None:
             "Resumable: features are cached on disk every "
             f"{CHUNK_IMAGES} images, in <output>.cache/ by default (deleted once the "
             "output is written) or in --cache-dir (kept, and shared by later runs: "
-            "another output format or another pooling of the same layers costs no "
-            "forward pass). After an interruption, run the same command again: only "
+            "another output format, or avg/max/avgmax pooling of the same block, "
+            "costs no forward pass). After an interruption, run the same command again: only "
             "the images not cached yet go through the network."
         ),
         epilog=_examples(

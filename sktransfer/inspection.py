@@ -576,9 +576,11 @@ default="fill_between"
                 )
         self.ax_.set_xticks(positions, [_value_text(v) for v in self.values])
         xlabel = self.param_name
+        # Sorted block indices run deeper to the right only when they share
+        # a sign ([0, -1] puts the deepest block first).
         if self.param_name.endswith("layer") and all(
             _is_number(v) for v in self.values
-        ):
+        ) and (all(v >= 0 for v in self.values) or all(v < 0 for v in self.values)):
             xlabel += "  (block index: deeper to the right)"
         self.ax_.set_xlabel(xlabel)
         self.ax_.set_ylabel(f"mean validation {self.score_name}")

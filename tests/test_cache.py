@@ -296,3 +296,68 @@ def test_stage_two_without_augmentation_trains_on_cached_frozen_maps(passes):
     np.testing.assert_allclose(
         clf.predict_proba(X), through_network.predict_proba(X), rtol=1e-3, atol=1e-4
     )
+
+
+def test_callable_preprocessing_is_never_cached(passes):
+    X = make_images(6)
+    extractor = CNNFeatureExtractor(**COMMON, preprocessing=lambda x: x / 127.5 - 1).fit(X)
+    extractor.transform(X)
+    extractor.transform(X)
+    assert passes == [6, 6]
+
+
+def test_palette_images_with_other_palettes_get_other_features():
+    from PIL import Image
+
+    indices = Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32) % 4, "L")
+    first = indices.convert("P")
+    second = indices.convert("P")
+    first.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    second.putpalette([255, 255, 255, 0, 0, 255, 0, 255, 255, 255, 0, 255] + [0] * 756)
+    extractor = CNNFeatureExtractor(**COMMON).fit([first])
+    got = extractor.transform([first, second])
+    assert not np.array_equal(got[0], got[1])
+    np.testing.assert_array_equal(got[1], extractor.transform([second])[0])
+
+
+def test_a_damaged_shard_is_ignored(tmp_path, passes):
+    X = make_images(6)
+    folder = tmp_path / "features"
+    expected = CNNFeatureExtractor(**COMMON, memory=folder).fit(X).transform(X)
+    for part in (folder / "sktransfer-features-v1").iterdir():
+        (part / "0damaged.npz").write_bytes(b"")  # a shard cut short by a crash
+        (part / "1damaged.npz").write_bytes(b"PK\x03\x04 truncated")
+    cache.clear()
+    passes.clear()
+    got = CNNFeatureExtractor(**COMMON, memory=folder).fit(X).transform(X)
+    np.testing.assert_array_equal(got, expected)
+    assert passes == []
+
+
+def test_memory_path_expands_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    X = make_images(3)
+    CNNFeatureExtractor(**COMMON, memory="~/features").fit(X).transform(X)
+    assert (tmp_path / "features" / "sktransfer-features-v1").is_dir()
+
+
+def test_a_failing_disk_cache_warns_and_returns_the_features(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    X = make_images(4)
+    with pytest.warns(UserWarning, match="could not be written to the disk cache"):
+        got = CNNFeatureExtractor(**COMMON, memory=tmp_path / "f", cache=False).fit(X).transform(X)
+    np.testing.assert_array_equal(got, reference(X))
+    assert not [p for p in (tmp_path / "f").rglob("*") if p.is_file()]
+
+
+def test_an_augment_dict_with_everything_off_is_no_augmentation(passes):
+    X = make_images(12)
+    y = np.array(["a", "b"] * 6)
+    FineTunedCNNClassifier(
+        **COMMON, trainable_blocks=1, augment={"flip": False, "zoom": 0}, head_epochs=1,
+        epochs=1, early_stopping=False, random_state=0,
+    ).fit(X, y)
+    assert passes == [12, 12]  # the features, then the frozen maps: no pass per epoch
