@@ -120,7 +120,9 @@ class ArrayImages(Images):
             selected = self.array[start : start + len(indices)]
         else:
             selected = self.array[np.asarray(indices)]
-        pixels = np.asarray(selected, dtype=np.float32) * self.scale
+        pixels = np.asarray(selected, dtype=np.float32)
+        if self.scale != 1.0:
+            pixels = pixels * self.scale
         rgb = _to_rgb(pixels) if self.array.ndim == 4 else _gray(pixels)
         return resize(rgb, size), []
 
