@@ -399,6 +399,13 @@ def iter_batches(
     """
     order = np.arange(len(images)) if indices is None else np.asarray(indices)
     n = len(order)
+    if isinstance(images, ArrayImages) and images.array.shape[1:3] == _as_size(size):
+        # Nothing to decode or resize: a batch is a cast of a slice, and
+        # prefetch threads would only compete with the network for the
+        # cores (measured: about 5 % slower on 2 cores).
+        for start in range(0, n, batch_size):
+            yield (start, *images.take(order[start : start + batch_size], size))
+        return
     with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
         pending: deque = deque()
         for start in range(0, n, batch_size):
