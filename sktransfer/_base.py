@@ -14,6 +14,7 @@ from numbers import Integral
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import _inputs, _pooling
+from ._fingerprint import FINGERPRINTS
 from ._network import PRECISIONS, load_network, normalize_input_size
 from .backbones._registry import PREPROCESSING_MODES
 
@@ -31,6 +32,13 @@ BACKBONE_CONSTRAINTS: dict = {
     "on_error": [StrOptions(set(_inputs.ON_ERROR_OPTIONS))],
     "precision": [StrOptions(set(PRECISIONS))],
     "verbose": ["verbose"],
+}
+
+#: The feature cache's parameters, the same in both estimators.
+CACHE_CONSTRAINTS: dict = {
+    "cache": ["boolean"],
+    "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+    "fingerprint": [StrOptions(set(FINGERPRINTS))],
 }
 
 

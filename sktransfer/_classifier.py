@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from numbers import Integral, Real
 
@@ -11,14 +10,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from . import _callbacks, _features, _inputs, _training
-from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
-from ._fingerprint import FINGERPRINTS
+from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
 
@@ -202,9 +200,7 @@ default="float32"
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "random_state": ["random_state"],
         "augment_head": ["boolean", StrOptions({"auto"})],
-        "cache": ["boolean"],
-        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
-        "fingerprint": [StrOptions(set(FINGERPRINTS))],
+        **CACHE_CONSTRAINTS,
     }
 
     def __init__(
@@ -326,17 +322,29 @@ default="float32"
             self, X, y, sample_weight=sample_weight,
             n_tasks=sum([not augment_head, True, boundary is not None, fine_tune]),
         )
-        batches = dict(size=self.input_size_, batch_size=self.batch_size)
 
-        def image_data(indices, weights_, shuffle):
-            if indices is None:
-                return None
-            return _training.image_batches(
-                images, indices, targets, weights_, shuffle=shuffle, seed=seed, **batches
+        def split_batches(take, workers=2):
+            """Batches of the training and the validation images (None if none).
+
+            ``take(indices)`` gives the network's input for those images.
+            """
+            return tuple(
+                None
+                if indices is None
+                else _training.batches(
+                    take, indices, targets, weights_, self.batch_size,
+                    shuffle=shuffle, seed=seed, workers=workers,
+                )
+                for indices, weights_, shuffle in (
+                    (train, weights, True), (validation, None, False)
+                )
             )
 
+        def pixels(indices):  # read on demand: memory bounded by the batch
+            return images.take(indices, self.input_size_)[0]
+
         if augment_head:
-            head_data = image_data(train, weights, True), image_data(validation, None, False)
+            head_data = split_batches(pixels)
         else:
             # The bottleneck recipe: the frozen network's pooled features are
             # computed once (or found in the cache, shared with every other
@@ -345,17 +353,7 @@ default="float32"
                 network, self.layer_names_, self.pooling, images,
                 progress=tasks.batches("features"),
             )
-            head_data = tuple(
-                None
-                if indices is None
-                else _training.feature_batches(
-                    features, indices, targets, weights_, self.batch_size,
-                    shuffle=shuffle, seed=seed,
-                )
-                for indices, weights_, shuffle in (
-                    (train, weights, True), (validation, None, False)
-                )
-            )
+            head_data = split_batches(features.__getitem__, workers=1)
 
         trainer = _training.trainer_for(
             network,
@@ -386,7 +384,7 @@ default="float32"
             if fine_tune and not head.stop_fit:
                 if boundary is None:
                     stage_name = "fine_tune"
-                    data = image_data(train, weights, True), image_data(validation, None, False)
+                    data = split_batches(pixels)
                 else:
                     # No augmentation: the frozen network below the unfrozen
                     # blocks gives the same maps every epoch; compute them once.
@@ -396,17 +394,8 @@ default="float32"
                         progress=tasks.batches("maps"), maps=True,
                     )
                     shape = network.layer_shape(boundary)
-                    data = tuple(
-                        None
-                        if indices is None
-                        else _training.batches(
-                            lambda chosen: maps[chosen].reshape(-1, *shape),
-                            indices, targets, weights_, self.batch_size,
-                            shuffle=shuffle, seed=seed, workers=1,
-                        )
-                        for indices, weights_, shuffle in (
-                            (train, weights, True), (validation, None, False)
-                        )
+                    data = split_batches(
+                        lambda chosen: maps[chosen].reshape(-1, *shape), workers=1
                     )
                 report = tasks.stage("fine_tune", self.epochs, trainer.inference_copy)
                 self.history_["fine_tune"] = _training.run_stage(

@@ -17,6 +17,7 @@ import csv
 import os
 import shutil
 import warnings
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def _temporary(path: str) -> str:
     return path + ".partial"
 
 
-class _Writer:
+class _Writer(ABC):
     """Writes rows chunk by chunk to a temporary file, renamed on :meth:`commit`."""
 
     def __init__(self, path, n_rows, feature_names, with_labels):
@@ -61,8 +62,9 @@ class _Writer:
         self.with_labels = with_labels
         self.temporaries = {path: _temporary(path)}
 
+    @abstractmethod
     def write(self, start, stop, paths, labels, rows) -> None:
-        raise NotImplementedError
+        """Write the rows ``start:stop`` of the output."""
 
     def close(self) -> None:
         """Release the open files (before a commit or a discard)."""

@@ -102,6 +102,8 @@ def transform(extractor, X):
 def _numeric_array(extractor, X, width):
     import dask
 
+    from . import _inputs
+
     # The 0-1 or 0-255 reading of float pixels is decided for the whole
     # array, as for a NumPy array, not block by block. This reads a float
     # array once when transform is called (its min and max); integer
@@ -111,13 +113,7 @@ def _numeric_array(extractor, X, width):
         low, high = dask.compute(X.min(), X.max())
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError("X contains NaN or infinite pixel values.")
-        if low < 0 or high > 255:
-            raise ValueError(
-                f"X has pixel values in [{low:g}, {high:g}]; expected 0-255 (or "
-                "0-1 for floats). Pass raw pixels: the backbone's own "
-                "preprocessing is applied for you."
-            )
-        scale = 255.0 if high <= 1.0 else 1.0
+        scale = _inputs.range_scale(float(low), float(high), is_float=True)
     X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
     return X.map_blocks(
         _array_block, extractor, scale, dtype=np.float32,

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _callbacks, _dask, _features, _inputs, _pooling
-from ._base import BACKBONE_CONSTRAINTS, BackboneMixin
-from ._fingerprint import FINGERPRINTS
+from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
 
@@ -149,9 +146,7 @@ default="float32"
     _parameter_constraints: dict = {
         **BACKBONE_CONSTRAINTS,
         "jit_compile": ["boolean"],
-        "cache": ["boolean"],
-        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
-        "fingerprint": [StrOptions(set(FINGERPRINTS))],
+        **CACHE_CONSTRAINTS,
     }
 
     def __init__(

@@ -216,16 +216,21 @@ def _pixel_scale(array: np.ndarray, index: int | None = None) -> float:
         raise ValueError(f"{where} has an empty axis: shape {array.shape}.")
     if array.dtype.kind == "f":
         _check_finite(array, where, per_image=index is None)
-    low, high = float(array.min()), float(array.max())
+    return range_scale(float(array.min()), float(array.max()), array.dtype.kind == "f", where)
+
+
+def range_scale(low: float, high: float, is_float: bool, where: str = "X") -> float:
+    """The factor mapping pixels in ``[low, high]`` to 0-255; ValueError outside 0-255.
+
+    Float pixels all within [0, 1] are read as 0-1 (factor 255).
+    """
     if low < 0 or high > 255:
         raise ValueError(
             f"{where} has pixel values in [{low:g}, {high:g}]; expected 0-255 "
             "(or 0-1 for floats). Pass raw pixels: the backbone's own "
             "preprocessing is applied for you. Rescale 16-bit images to 0-255."
         )
-    if array.dtype.kind == "f" and high <= 1.0:
-        return 255.0
-    return 1.0
+    return 255.0 if is_float and high <= 1.0 else 1.0
 
 
 def _check_finite(array: np.ndarray, where: str, per_image: bool = True) -> None:

@@ -285,22 +285,6 @@ def batches(take, indices, y, sample_weight, batch_size, *, shuffle, seed, worke
     return _Batches()
 
 
-def image_batches(images, indices, y, sample_weight, size, batch_size, *, shuffle, seed):
-    """:func:`batches` of pixels of ``images`` resized to ``size``, read on demand."""
-    return batches(
-        lambda chosen: images.take(chosen, size)[0],
-        indices, y, sample_weight, batch_size, shuffle=shuffle, seed=seed,
-    )
-
-
-def feature_batches(features, indices, y, sample_weight, batch_size, *, shuffle, seed):
-    """:func:`batches` of rows of a cached feature matrix."""
-    return batches(
-        features.__getitem__,
-        indices, y, sample_weight, batch_size, shuffle=shuffle, seed=seed, workers=1,
-    )
-
-
 #: Trainers (built, compiled classifiers) kept per process, least recently
 #: used dropped first. Each holds one copy of its network's weights.
 MAX_CACHED_TRAINERS = 4
