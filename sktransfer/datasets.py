@@ -9,11 +9,16 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import os
 import struct
+import sys
+import urllib.request
 
 import numpy as np
 from sklearn.utils import Bunch
+
+from .exceptions import DatasetNotFoundError, DownloadError
 
 __all__ = ["FASHION_MNIST_CLASSES", "load_digits", "load_fashion_mnist"]
 
@@ -38,11 +43,17 @@ _FILES = {
 }
 # The mirror Keras' own fashion_mnist loader uses.
 _ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+#: Fashion-MNIST's training images are 47 MB; anything far larger is no IDX
+#: data set this package reads, and must not be allocated on a header's word.
+_MAX_IDX_BYTES = 2**30
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (the MNIST format), gzipped or not.
+
+    The header's declared shape bounds what is read: a file (or a gzip
+    stream) longer than its header says is an error, never a larger array.
 
     Parameters
     ----------
@@ -57,17 +68,29 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
-            data = handle.read()
+            head = handle.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+                raise ValueError(f"{path!r} is not an IDX file (bad magic number).")
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            dims = handle.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise ValueError(f"{path!r} is truncated inside its header.")
+            shape = struct.unpack(f">{head[3]}I", dims)
+            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if expected > _MAX_IDX_BYTES:
+                raise ValueError(
+                    f"{path!r} declares shape {shape} ({expected / 1e9:.1f} GB), more "
+                    f"than an IDX data set of this package can hold "
+                    f"({_MAX_IDX_BYTES / 1e9:.0f} GB)."
+                )
+            data = handle.read(expected + 1)
     except (OSError, EOFError) as exc:
         raise ValueError(f"{path!r} cannot be read as an IDX file: {exc}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path!r} is not an IDX file (bad magic number).")
-    ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=_IDX_DTYPES[data[2]], offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path!r} is truncated: expected shape {shape}.")
-    return array.reshape(shape).astype(array.dtype.newbyteorder("="))
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "longer than its header says"
+        raise ValueError(f"{path!r} is {problem}: expected shape {shape}.")
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _find(folder: str, stem: str) -> str | None:
@@ -87,18 +110,80 @@ def _candidate_folders(data_home) -> list[str]:
         folders += [env, os.path.join(env, "fashion-mnist")]
     folders.append(DEBIAN_FASHION_MNIST)
     # Where download=True puts the files (Keras' cache).
-    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    folders.append(os.path.join(home, "datasets", "fashion-mnist"))
+    folders.append(_keras_cache_folder())
     return folders
 
 
-def _download(subset: str) -> tuple[str, str]:
-    from keras.utils import get_file
+def _download(subset: str, timeout: float) -> tuple[str, str]:
+    """Fetch the subset's two files into Keras' dataset cache; their paths."""
+    folder = _keras_cache_folder()
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create the download folder {folder!r}: {exc}") from None
+    paths = []
+    for stem in _FILES[subset]:
+        target = os.path.join(folder, stem + ".gz")
+        if not os.path.isfile(target):
+            _fetch(_ORIGIN + stem + ".gz", target, timeout)
+        paths.append(target)
+    return paths[0], paths[1]
 
-    return tuple(
-        get_file(stem + ".gz", _ORIGIN + stem + ".gz", cache_subdir="datasets/fashion-mnist")
-        for stem in _FILES[subset]
+
+def _fetch(url: str, target: str, timeout: float) -> None:
+    """Download ``url`` to ``target``: checked as IDX, then moved into place.
+
+    ``timeout`` bounds the connection and every read, so an offline machine
+    answers in seconds rather than hanging; a partial file never takes the
+    final name.
+    """
+    name = os.path.basename(target)
+    # read_idx decides gzip by the name, so the partial file keeps ".gz".
+    partial = f"{target[:-3]}.{os.getpid()}.part.gz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(
+            partial, "wb"
+        ) as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while chunk := response.read(1 << 16):
+                done += len(chunk)
+                if done > _MAX_IDX_BYTES:
+                    raise DownloadError(f"{url} is larger than any Fashion-MNIST file.")
+                out.write(chunk)
+                _progress(name, done, total)
+        _progress(name, done, total, end=True)
+        read_idx(partial)
+        os.replace(partial, target)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadError(f"could not download {url}: {reason}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _progress(name: str, done: int, total: int, end: bool = False) -> None:
+    """A one-line progress bar on stderr (a line per file where it is no terminal)."""
+    tty = sys.stderr.isatty()
+    if not (tty or end):
+        return
+    if total:
+        filled = int(30 * done / total)
+        bar = f"[{'#' * filled}{'.' * (30 - filled)}] {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+    else:
+        bar = f"{done / 1e6:.1f} MB"
+    print(
+        f"{chr(13) if tty else ''}Downloading {name} {bar}",
+        end="\n" if end else "",
+        file=sys.stderr,
+        flush=True,
     )
+
+
+def _keras_cache_folder() -> str:
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(home, "datasets", "fashion-mnist")
 
 
 def load_fashion_mnist(
@@ -106,6 +191,7 @@ def load_fashion_mnist(
     *,
     subset: str = "train",
     download: bool = False,
+    timeout: float = 10.0,
     return_X_y: bool = False,
 ):
     """Load Fashion-MNIST from its IDX files, offline.
@@ -113,8 +199,10 @@ def load_fashion_mnist(
     The files (``train-images-idx3-ubyte.gz`` etc., gzipped or not) are
     looked for in ``data_home``, then ``$SKTRANSFER_DATA`` (or its
     ``fashion-mnist`` subfolder), then ``/usr/share/datasets/fashion-mnist``
-    (Debian's ``dataset-fashion-mnist`` package). With ``download=True``,
-    missing files are fetched from the mirror Keras uses, into Keras' cache.
+    (Debian's ``dataset-fashion-mnist`` package), then Keras' dataset cache
+    (``~/.keras/datasets/fashion-mnist``, where ``keras.datasets`` and
+    ``download=True`` put them). With ``download=True``, files found nowhere
+    are fetched from the mirror Keras uses (30 MB), into Keras' cache.
 
     Parameters
     ----------
@@ -124,6 +212,9 @@ def load_fashion_mnist(
         60,000 training images, the 10,000 test images, or both (train first).
     download : bool, default=False
         Download the files when they are found nowhere.
+    timeout : float, default=10.0
+        Seconds to wait for the server to connect or send data, so that an
+        offline machine fails in seconds rather than hanging.
     return_X_y : bool, default=False
         Return ``(images, target)`` instead of a Bunch.
 
@@ -132,6 +223,12 @@ def load_fashion_mnist(
     data : Bunch
         ``images`` uint8 (n, 28, 28), ``target`` int64 (n,), ``target_names``
         (the 10 class names), ``DESCR``.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        The files are nowhere and were not (or could not be) downloaded; the
+        message lists the folders searched and the ways to get the files.
 
     Examples
     --------
@@ -142,12 +239,13 @@ def load_fashion_mnist(
     """
     if subset == "all":
         parts = [
-            load_fashion_mnist(data_home, subset=s, download=download) for s in ("train", "test")
+            load_fashion_mnist(data_home, subset=s, download=download, timeout=timeout)
+            for s in ("train", "test")
         ]
         images = np.concatenate([p.images for p in parts])
         target = np.concatenate([p.target for p in parts])
     elif subset in _FILES:
-        images_path, labels_path = _locate(data_home, subset, download)
+        images_path, labels_path = _locate(data_home, subset, download, timeout)
         images, target = read_idx(images_path), read_idx(labels_path).astype(np.int64)
         if len(images) != len(target):
             raise ValueError(
@@ -167,22 +265,29 @@ def load_fashion_mnist(
     )
 
 
-def _locate(data_home, subset: str, download: bool) -> tuple[str, str]:
+def _locate(data_home, subset: str, download: bool, timeout: float = 10.0) -> tuple[str, str]:
     folders = _candidate_folders(data_home)
     for folder in folders:
         found = [_find(folder, stem) for stem in _FILES[subset]]
         if all(found):
             return found[0], found[1]
+    failure = None
     if download:
-        return _download(subset)
+        try:
+            return _download(subset, timeout)
+        except DownloadError as exc:
+            failure = str(exc)
     searched = "\n".join(f"  - {folder}" for folder in folders)
-    raise FileNotFoundError(
+    raise DatasetNotFoundError(
         f"Fashion-MNIST files ({', '.join(s + '[.gz]' for s in _FILES[subset])}) "
-        f"were not found in:\n{searched}\nTo get them, do one of the following:\n"
+        f"were not found in:\n{searched}\n"
+        + (f"and the download failed: {failure}\n" if failure else "")
+        + "To get them, do one of the following:\n"
         "  1. on Debian/Ubuntu: apt-get install dataset-fashion-mnist;\n"
         "  2. put the four IDX files in a folder and pass it as data_home, or "
         "set SKTRANSFER_DATA to it;\n"
-        "  3. with network access: load_fashion_mnist(download=True)."
+        "  3. with network access: load_fashion_mnist(download=True).",
+        download_error=failure,
     )
 
 

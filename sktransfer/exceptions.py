@@ -8,7 +8,13 @@ and also from the built-in class a caller would naturally catch
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "SktransferError", "WeightsUnavailableError"]
+__all__ = [
+    "DatasetNotFoundError",
+    "DownloadError",
+    "ImageLoadError",
+    "SktransferError",
+    "WeightsUnavailableError",
+]
 
 
 class SktransferError(Exception):
@@ -34,3 +40,21 @@ class ImageLoadError(SktransferError, ValueError):
 
 class WeightsUnavailableError(SktransferError, OSError):
     """Pretrained weights could not be obtained (no network, missing package)."""
+
+
+class DownloadError(SktransferError, OSError):
+    """A file could not be downloaded (no network, a server error, a bad file)."""
+
+
+class DatasetNotFoundError(SktransferError, FileNotFoundError):
+    """A data set's files are on no searched folder and were not downloaded.
+
+    Attributes
+    ----------
+    download_error : str or None
+        Why the download failed, when one was tried.
+    """
+
+    def __init__(self, message: str, *, download_error: str | None = None):
+        super().__init__(message)
+        self.download_error = download_error
