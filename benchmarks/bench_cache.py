@@ -99,12 +99,19 @@ def fashion(n_images: int):
     The same draw as ``sktransfer demo`` (100 per class is the demo's
     training set), shuffled once so that folds are not ordered by class.
     """
-    from sktransfer._demo import load_demo_data
-
     per_class = max(1, n_images // 10)
-    _, X, y, *_ = load_demo_data("fashion-mnist", per_class, SEED)
+    X, y = demo_training_set(per_class)
     order = np.random.default_rng(SEED).permutation(len(y))
     return X[order], y[order]
+
+
+def demo_training_set(per_class: int):
+    """The training images ``sktransfer demo`` draws from Fashion-MNIST."""
+    from sktransfer._demo import load_builtin_data
+
+    data = load_builtin_data("fashion-mnist", per_class, SEED, download=False)
+    train = data.splits[0][0]
+    return data.X[train], data.y[train]
 
 
 def cold() -> None:
@@ -628,9 +635,7 @@ def stage1_epochs(
 ) -> Table:
     """Stage-1 seconds per epoch: cached features against through the network."""
     from sktransfer import FineTunedCNNClassifier
-    from sktransfer._demo import load_demo_data
-
-    _, X, y, *_ = load_demo_data("fashion-mnist", per_class, SEED)
+    X, y = demo_training_set(per_class)
     n = len(y)
     batch = 32
     common = dict(

