@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ._folder import _image_extensions, load_image_folder
+from ._folder import _image_extensions, check_no_empty_class, load_image_folder
 from .exceptions import SktransferError
 
 
@@ -103,7 +103,9 @@ def class_folder(folder: str) -> tuple[np.ndarray, np.ndarray]:
             f"{folder!r} is {what}; expected a folder with one subfolder per class "
             "(e.g. photos/cat/*.jpg, photos/dog/*.jpg)."
         )
-    return load_image_folder(folder)
+    paths, labels = load_image_folder(folder)
+    check_no_empty_class(folder, labels)
+    return paths, labels
 
 
 def image_error(exc, paths=None) -> CommandError:

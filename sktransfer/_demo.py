@@ -41,7 +41,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
-from ._folder import load_image_folder
+from ._folder import check_no_empty_class, load_image_folder
 from ._inputs import as_images
 from ._pooling import n_pooled
 from .datasets import load_digits, load_fashion_mnist
@@ -236,14 +236,6 @@ def read_label_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(paths, dtype=object), np.asarray(labels)
 
 
-def _empty_class_folders(root: str, labels: np.ndarray) -> list[str]:
-    return sorted(
-        entry.name
-        for entry in os.scandir(root)
-        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in set(labels)
-    )
-
-
 def load_user_data(path: str | os.PathLike, seed: int = 0) -> DemoData:
     """A user's images: a class-per-subfolder folder or a CSV of path,label.
 
@@ -254,13 +246,7 @@ def load_user_data(path: str | os.PathLike, seed: int = 0) -> DemoData:
     path = os.fspath(path)
     if os.path.isdir(path):
         paths, labels = load_image_folder(path)
-        empty = _empty_class_folders(path, labels)
-        if empty:
-            raise ValueError(
-                f"{path!r}: the class folder(s) {', '.join(map(repr, empty))} hold no "
-                "images Pillow reads (such as .jpg or .png): add images, or move the "
-                "folder out of the tree."
-            )
+        check_no_empty_class(path, labels)
     elif os.path.isfile(path):
         paths, labels = read_label_csv(path)
     else:

@@ -86,3 +86,30 @@ def load_image_folder(
             ".jpg and .png)."
         )
     return np.asarray(paths, dtype=object), np.asarray(labels)
+
+
+def empty_class_folders(path: str | os.PathLike, labels) -> list[str]:
+    """Class folders of ``path`` that :func:`load_image_folder` found no image in.
+
+    ``load_image_folder`` leaves them out, as Keras' loader does; a command
+    that trains on the tree names them instead, since a class without
+    images is almost always a mistake (a wrong extension, files one level
+    too deep in another folder).
+    """
+    found = set(np.asarray(labels).tolist())
+    return sorted(
+        entry.name
+        for entry in os.scandir(os.fspath(path))
+        if entry.is_dir() and not entry.name.startswith(".") and entry.name not in found
+    )
+
+
+def check_no_empty_class(path: str | os.PathLike, labels) -> None:
+    """ValueError naming the class folders of ``path`` that hold no image."""
+    empty = empty_class_folders(path, labels)
+    if empty:
+        raise ValueError(
+            f"{os.fspath(path)!r}: the class folder(s) {', '.join(map(repr, empty))} "
+            "hold no images Pillow reads (such as .jpg or .png): add images, or "
+            "move the folder out of the tree."
+        )

@@ -419,3 +419,12 @@ def test_console_script_fit_predict_explain_on_real_photos(tmp_path):
     missing = run("predict", model, tmp_path / "missing.png")
     assert missing.returncode == 2
     assert "no such file or folder" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_fit_names_an_empty_class_folder(tree, tmp_path, capsys):
+    (tree / "fox").mkdir()
+    (tree / "fox" / "notes.txt").write_text("not an image")
+    assert main(["fit", str(tree), *FAST, "-o", str(tmp_path / "m.joblib")]) == 2
+    err = capsys.readouterr().err
+    assert "the class folder(s) 'fox' hold no images" in err
+    assert not (tmp_path / "m.joblib").exists()
