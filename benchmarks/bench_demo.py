@@ -8,7 +8,8 @@ Three runs of the real console script, each in a fresh process:
 * ``sktransfer demo PATH`` on a folder of real photos, 8 classes of 20;
 * the same on 1,000 photos (8 classes of 125).
 
-The photos are crops (random position and scale, 256x256 JPEG) of eight
+The photos are crops (random position, 15 to 40 % of the photograph's
+shorter side, 256x256 JPEG) of eight
 photographs that scikit-image ships (astronaut, cat, coffee, rocket, Hubble
 deep field, immunohistochemistry, retina, motorcycle): one class per
 photograph. For each run the table gives the wall time, the peak resident
@@ -80,7 +81,7 @@ def make_photos(root: str, per_class: int, seed: int = 0) -> str:
         os.makedirs(folder)
         side = min(photo.shape[:2])
         for i in range(per_class):
-            size = int(side * rng.uniform(0.3, 0.7))
+            size = int(side * rng.uniform(0.15, 0.4))
             top = rng.integers(0, photo.shape[0] - size + 1)
             left = rng.integers(0, photo.shape[1] - size + 1)
             crop = Image.fromarray(photo[top : top + size, left : left + size])

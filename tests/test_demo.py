@@ -340,12 +340,16 @@ def test_depth_is_read_in_the_rule_of_thumb_terms():
 def test_the_budget_shortens_or_skips_fine_tuning():
     data = make_data(100)
     data.splits = [(np.arange(1000), np.arange(1000, 1200))]
-    # 0.01 s per image: an epoch of 1000 images costs 30 s, predicting 12 s.
-    assert _demo._plan_fine_tuning(data, 10, 0.01, None, 0.0) == (10, 312.0, "")
-    assert _demo._plan_fine_tuning(data, 10, 0.01, 1000.0, 10.0) == (10, 312.0, "")
-    assert _demo._plan_fine_tuning(data, 10, 0.01, 150.0, 10.0) == (4, 132.0, "")
-    epochs, _, note = _demo._plan_fine_tuning(data, 10, 0.01, 40.0, 10.0)
-    assert epochs == 0 and "Fine tuning skipped" in note and "--time-budget 322" in note
+    cost = _demo._TRAIN_PASS_COST
+    # 0.01 s per image: an epoch of 1000 images costs 10 * cost s, predicting 12 s.
+    full = 12.0 + 10 * 10 * cost
+    assert _demo._plan_fine_tuning(data, 10, 0.01, None, 0.0) == (10, full, "")
+    assert _demo._plan_fine_tuning(data, 10, 0.01, full + 10.0, 10.0) == (10, full, "")
+    half = 12.0 + 10 * 5 * cost
+    assert _demo._plan_fine_tuning(data, 10, 0.01, half + 10.0, 10.0) == (5, half, "")
+    epochs, _, note = _demo._plan_fine_tuning(data, 10, 0.01, 20.0, 10.0)
+    assert epochs == 0 and "Fine tuning skipped" in note
+    assert f"--time-budget {int(np.ceil(full + 10))}" in note
 
 
 def test_held_out_split_for_large_classes_cross_validation_for_small(tmp_path):
