@@ -160,8 +160,9 @@ def _tsv(row: list[str]) -> str:
     A path may contain a newline: written as is, it would split its row in two.
     """
     buffer = io.StringIO()
-    csv.writer(buffer, delimiter="\t", lineterminator="").writerow(row)
-    return buffer.getvalue()
+    # The line terminator is what makes the writer quote a field's newlines.
+    csv.writer(buffer, delimiter="\t", lineterminator="\n").writerow(row)
+    return buffer.getvalue()[:-1]
 
 
 def run_predict(args, *, say, warn) -> int:
