@@ -68,6 +68,7 @@ _REDUCE_FROM = 4
 #: 16-bit modes (scaled from 0-65535) and Pillow's 32-bit modes.
 _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 _32_BIT_MODES = ("I", "F")
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 def _default_max_image_pixels() -> int | None:
@@ -271,7 +272,9 @@ def _pil_pixels(image: Image.Image, size=None) -> np.ndarray:
         # Decode at 1/2, 1/4 or 1/8 scale (orientation-independent request).
         side = 2 * max(_as_size(size))
         image.draft(image.mode, (side, side))
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(_ORIENTATION, 1) != 1:
+        # Only then: exif_transpose copies the image even when it turns nothing.
+        image = ImageOps.exif_transpose(image)
     sixteen_bit = image.mode in _16_BIT_MODES
     factor = _reduction(image, size) if size is not None else 1
     if factor > 1:
@@ -313,9 +316,9 @@ def _read_file(path: str, index, size=None) -> np.ndarray:
         raise ImageLoadError(
             f"Could not read {where}: {reason}", index=index, path=path
         ) from None
-    except (UnidentifiedImageError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes decoders raise anything
         raise ImageLoadError(
-            f"Could not read {where}: {exc}", index=index, path=path
+            f"Could not read {where}: {type(exc).__name__}: {exc}", index=index, path=path
         ) from None
 
 
