@@ -326,12 +326,48 @@ def _read_exact(f: IO[bytes], n: int, path: str) -> bytes:
     return data
 
 
+class _BoundedReader:
+    """The unpickler's view of a file: no read beyond the bytes left in it.
+
+    An opcode declares the length of the bytes or string that follow, and
+    the pickle module allocates that length before reading (a 5-byte file
+    could ask for gigabytes). Offering only ``read`` and ``readline`` makes
+    it ask first; this refuses what the file cannot hold.
+    """
+
+    def __init__(self, file: IO[bytes], left: int, path: str) -> None:
+        self.file = file
+        self.left = left
+        self.path = path
+
+    def read(self, size: int = -1) -> bytes:
+        if size > self.left:
+            raise _corrupt(
+                self.path,
+                f"the pickle declares {size} bytes where {self.left} are left in the file",
+            )
+        data = self.file.read(self.left if size < 0 else size)
+        self.left -= len(data)
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self.file.readline(self.left if size < 0 else min(size, self.left))
+        self.left -= len(line)
+        return line
+
+
 def _unpickle(f: IO[bytes], path: str, table: _StorageTable | None, what: str) -> Any:
     """Load one restricted pickle; any failure but a refusal is a CorruptFileError."""
     try:
-        return _RestrictedUnpickler(f, table).load()
+        if isinstance(f, io.BytesIO):
+            left = len(f.getbuffer()) - f.tell()
+        else:
+            left = os.fstat(f.fileno()).st_size - f.tell()
+        return _RestrictedUnpickler(_BoundedReader(f, left, path), table).load()
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"{path}: {exc}", path=path) from None
+    except CorruptFileError:
+        raise
     except Exception as exc:  # malformed pickles raise nearly anything
         raise _corrupt(path, f"{what} ({type(exc).__name__}: {exc})") from None
 
@@ -448,7 +484,9 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 return _load_zip(zf, path)
-    except zipfile.BadZipFile as exc:
-        raise _corrupt(path, f"damaged zip checkpoint ({exc})") from None
-    with open(path, "rb") as f:
-        return _load_legacy(f, path)
+        with open(path, "rb") as f:
+            return _load_legacy(f, path)
+    except (CorruptFileError, UnsafeCheckpointError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile and struct raise anything on damage
+        raise _corrupt(path, f"damaged checkpoint ({type(exc).__name__}: {exc})") from None
