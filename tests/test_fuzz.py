@@ -190,46 +190,25 @@ def check_shard(tmp_path, data: bytes) -> None:
     np.testing.assert_array_equal(arrays["features"].ravel(), np.linspace(0, 1, 24, dtype=np.float32))
 
 
-@pytest.mark.usefixtures("small_pixel_limit")
-@pytest.mark.parametrize("kind", sorted(IMAGES))
-@FAST
-@given(data=st.data())
-def test_mutated_images(kind, data, tmp_path):
-    check_image(tmp_path, data.draw(mutated(IMAGES[kind])))
+SOURCES = {"image": IMAGES, "checkpoint": CHECKPOINTS, "shard": {"npz": SHARD}}
+CHECKS = {"image": check_image, "checkpoint": check_checkpoint, "shard": check_shard}
+CASES = [(reader, kind) for reader, files in SOURCES.items() for kind in sorted(files)]
 
 
-@pytest.mark.parametrize("kind", sorted(CHECKPOINTS))
-@FAST
-@given(data=st.data())
-def test_mutated_checkpoints(kind, data, tmp_path):
-    check_checkpoint(tmp_path, data.draw(mutated(CHECKPOINTS[kind])))
+def fuzz_test(budget, *marks):
+    """A test of every reader on mutated files, with Hypothesis ``budget``."""
+
+    @pytest.mark.usefixtures("small_pixel_limit")
+    @pytest.mark.parametrize("reader, kind", CASES)
+    @budget
+    @given(data=st.data())
+    def test(reader, kind, data, tmp_path):
+        CHECKS[reader](tmp_path, data.draw(mutated(SOURCES[reader][kind])))
+
+    for mark in marks:
+        test = mark(test)
+    return test
 
 
-@FAST
-@given(data=st.data())
-def test_mutated_cache_shards(data, tmp_path):
-    check_shard(tmp_path, data.draw(mutated(SHARD)))
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("small_pixel_limit")
-@pytest.mark.parametrize("kind", sorted(IMAGES))
-@LONG
-@given(data=st.data())
-def test_mutated_images_long(kind, data, tmp_path):
-    check_image(tmp_path, data.draw(mutated(IMAGES[kind])))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", sorted(CHECKPOINTS))
-@LONG
-@given(data=st.data())
-def test_mutated_checkpoints_long(kind, data, tmp_path):
-    check_checkpoint(tmp_path, data.draw(mutated(CHECKPOINTS[kind])))
-
-
-@pytest.mark.slow
-@LONG
-@given(data=st.data())
-def test_mutated_cache_shards_long(data, tmp_path):
-    check_shard(tmp_path, data.draw(mutated(SHARD)))
+test_mutated_files = fuzz_test(FAST)
+test_mutated_files_long = fuzz_test(LONG, pytest.mark.slow)

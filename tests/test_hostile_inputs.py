@@ -321,6 +321,16 @@ def test_a_forged_cache_shard_is_not_served(tmp_path, empty_cache):
     assert "What the disk cache trusts" in cache.__doc__
 
 
+def test_a_world_writable_cache_folder_is_warned_about(tmp_path, empty_cache):
+    X = make_images(2)
+    folder = tmp_path / "features"
+    CNNFeatureExtractor(**COMMON, memory=folder).fit(X).transform(X)
+    os.chmod(folder / "sktransfer-features-v2", 0o777)
+    cache.clear()
+    with pytest.warns(UserWarning, match="can be written by any user"):
+        CNNFeatureExtractor(**COMMON, memory=folder).fit(X[::-1]).transform(X[::-1])
+
+
 def test_an_empty_memory_path_is_refused(tmp_path, monkeypatch):
     """Case 15: memory='' wrote the cache into the working folder."""
     monkeypatch.chdir(tmp_path)

@@ -35,6 +35,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections.abc import Callable
@@ -356,6 +357,22 @@ class _BoundedReader:
         return line
 
 
+def _check_memo(f: IO[bytes], left: int, path: str) -> None:
+    """Refuse memo indices a pickler could not have written, without running anything.
+
+    The unpickler grows its memo to twice the largest index it is given: a
+    866-byte file asking for index 2**30 took 2.7 GB. A pickler numbers its
+    memo entries in order, so an index is never more than the opcodes before it.
+    """
+    start = f.tell()
+    for count, (opcode, argument, _) in enumerate(
+        pickletools.genops(_BoundedReader(f, left, path))
+    ):
+        if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(argument) > count:
+            raise _corrupt(path, f"the pickle stores memo entry {argument} after {count} opcodes")
+    f.seek(start)
+
+
 def _unpickle(f: IO[bytes], path: str, table: _StorageTable | None, what: str) -> Any:
     """Load one restricted pickle; any failure but a refusal is a CorruptFileError."""
     try:
@@ -363,6 +380,7 @@ def _unpickle(f: IO[bytes], path: str, table: _StorageTable | None, what: str) -
             left = len(f.getbuffer()) - f.tell()
         else:
             left = os.fstat(f.fileno()).st_size - f.tell()
+        _check_memo(f, left, path)
         return _RestrictedUnpickler(_BoundedReader(f, left, path), table).load()
     except UnsafeCheckpointError as exc:
         raise UnsafeCheckpointError(f"{path}: {exc}", path=path) from None
