@@ -268,10 +268,6 @@ def _single_array_pixels(item: np.ndarray, index: int) -> np.ndarray:
 
 def _pil_pixels(image: Image.Image, size=None) -> np.ndarray:
     """RGB float32 pixels of a PIL image, reduced first when much larger than ``size``."""
-    if size is not None and image.format == "JPEG" and _reduction(image, size) > 1:
-        # Decode at 1/2, 1/4 or 1/8 scale (orientation-independent request).
-        side = 2 * max(_as_size(size))
-        image.draft(image.mode, (side, side))
     if image.getexif().get(_ORIENTATION, 1) != 1:
         # Only then: exif_transpose copies the image even when it turns nothing.
         image = ImageOps.exif_transpose(image)
@@ -304,6 +300,12 @@ def _read_file(path: str, index, size=None) -> np.ndarray:
     try:
         with open_regular(path) as file, Image.open(file) as image:
             _check_pixels(image, where, index, path)
+            if size is not None and image.format == "JPEG" and _reduction(image, size) > 1:
+                # Decode at 1/2, 1/4 or 1/8 scale (a request independent of
+                # the orientation). Only for our own files: it changes the
+                # image object, and a PIL image passed in is the user's.
+                side = 2 * max(_as_size(size))
+                image.draft(image.mode, (side, side))
             return _pil_pixels(image, size)
     except ImageLoadError:
         raise
