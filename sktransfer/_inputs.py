@@ -52,7 +52,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ._files import open_regular
 from .exceptions import ImageLoadError
@@ -544,7 +544,10 @@ def _file_problem(path: str) -> str | None:
     if os.path.isfile(path):
         return None
     if os.path.isdir(path):
-        return "is a folder, not an image file (list its images, e.g. with sktransfer.load_image_folder)"
+        return (
+            "is a folder, not an image file (list its images, e.g. with "
+            "sktransfer.load_image_folder)"
+        )
     if os.path.exists(path):
         from ._files import file_kind
 

@@ -32,7 +32,7 @@ import zipfile
 import numpy as np
 
 from ._files import open_regular
-from .exceptions import CorruptFileError, ModelVersionWarning
+from .exceptions import CorruptFileError, ModelVersionWarning, UnsafeFileError
 
 __all__ = ["load_model", "save_model"]
 
@@ -118,7 +118,9 @@ def save_model(estimator, path: str | os.PathLike) -> None:
         for name, value in vars(estimator).items()
         if name.endswith("_") and not name.startswith("_") and name != "model_"
     }
-    encoded_attributes = {name: _encode(value, f"attribute {name}") for name, value in attributes.items()}
+    encoded_attributes = {
+        name: _encode(value, f"attribute {name}") for name, value in attributes.items()
+    }
     if hasattr(estimator, "model_"):
         from ._serialization import model_to_bytes
 
@@ -197,7 +199,9 @@ def load_model(path: str | os.PathLike):
         try:
             with zipfile.ZipFile(file) as archive:
                 return _read(archive, size, path, display)
-        except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        except (CorruptFileError, UnsafeFileError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - zipfile and zlib raise anything on damage
             raise CorruptFileError(
                 f"{display} is a damaged model file ({type(exc).__name__}: {exc}).", path=path
             ) from None
@@ -215,11 +219,20 @@ def looks_like_pickle(path: str) -> bool:
 
 
 def _read(archive: zipfile.ZipFile, size: int, path: str, display: str):
+    def corrupt(message: str) -> CorruptFileError:
+        return CorruptFileError(display + message, path=path)
+
+    def decode(value, where: str):
+        try:
+            return _decode(value)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise corrupt(f": the {where} is malformed ({exc}).") from None
+
     def member(name: str, limit: int) -> bytes:
         try:
             info = archive.getinfo(name)
         except KeyError:
-            raise CorruptFileError(f"{display} has no {name}: not a complete sktransfer model.", path=path) from None
+            raise corrupt(f" has no {name}: not a complete sktransfer model.") from None
         if info.file_size > limit:
             raise CorruptFileError(
                 f"{display}: {name} declares {info.file_size} bytes, more than allowed "
@@ -235,7 +248,7 @@ def _read(archive: zipfile.ZipFile, size: int, path: str, display: str):
         except (ValueError, RecursionError) as exc:
             if isinstance(exc, CorruptFileError):
                 raise
-            raise CorruptFileError(f"{display}: {name} is not valid JSON ({exc}).", path=path) from None
+            raise corrupt(f": {name} is not valid JSON ({exc}).") from None
 
     metadata = json_member("metadata.json")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
@@ -248,7 +261,11 @@ def _read(archive: zipfile.ZipFile, size: int, path: str, display: str):
         raise CorruptFileError(
             f"{display} is in sktransfer's model format version {version!r}, and this "
             f"sktransfer ({_versions()['sktransfer']}) reads version {FORMAT_VERSION}: "
-            + ("upgrade sktransfer to load it." if isinstance(version, int) and version > FORMAT_VERSION else "the file is damaged."),
+            + (
+                "upgrade sktransfer to load it."
+                if isinstance(version, int) and version > FORMAT_VERSION
+                else "the file is damaged."
+            ),
             path=path,
         )
     _warn_versions(metadata.get("versions"), display)
@@ -263,7 +280,7 @@ def _read(archive: zipfile.ZipFile, size: int, path: str, display: str):
     params = json_member("params.json")
     attributes = json_member("attributes.json")
     if not isinstance(params, dict) or not isinstance(attributes, dict):
-        raise CorruptFileError(f"{display}: parameters or attributes are not JSON objects.", path=path)
+        raise corrupt(": parameters or attributes are not JSON objects.")
     expected = set(cls().get_params(deep=False))
     if set(params) != expected:
         raise CorruptFileError(
@@ -279,16 +296,17 @@ def _read(archive: zipfile.ZipFile, size: int, path: str, display: str):
             data = member("backbone.keras", size)
             decoded[name] = model_from_bytes(data, source=f"{display} (backbone.keras)")
         else:
-            decoded[name] = _decode(value, display, f"parameter {name}")
+            decoded[name] = decode(value, f"parameter {name}")
     estimator = cls(**decoded)
     try:
         estimator._validate_params()
     except ValueError as exc:
         raise CorruptFileError(f"{display}: invalid parameters ({exc}).", path=path) from None
     for name, value in attributes.items():
-        if not (isinstance(name, str) and name.endswith("_") and name.isidentifier()) or name == "model_":
-            raise CorruptFileError(f"{display}: {name!r} is not a fitted attribute.", path=path)
-        setattr(estimator, name, _decode(value, display, f"attribute {name}"))
+        fitted = isinstance(name, str) and name.endswith("_") and name.isidentifier()
+        if not fitted or name == "model_":
+            raise corrupt(f": {name!r} is not a fitted attribute.")
+        setattr(estimator, name, decode(value, f"attribute {name}"))
     if "model.keras" in archive.namelist():
         estimator.model_ = model_from_bytes(
             member("model.keras", size), source=f"{display} (model.keras)"
@@ -307,13 +325,18 @@ def _check_consistent(estimator, display: str, path: str) -> None:
     except NotFittedError:
         raise CorruptFileError(f"{display} holds no fitted attributes.", path=path) from None
     size = getattr(estimator, "input_size_", None)
-    if not (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise CorruptFileError(f"{display}: input_size_={size!r} is not a (height, width) pair.", path=path)
+    pair = isinstance(size, tuple) and len(size) == 2
+    if not (pair and all(isinstance(v, int) and v > 0 for v in size)):
+        raise CorruptFileError(
+            f"{display}: input_size_={size!r} is not a (height, width) pair.", path=path
+        )
     if hasattr(estimator, "classes_"):
         classes = estimator.classes_
         model = getattr(estimator, "model_", None)
         if not isinstance(classes, np.ndarray) or classes.ndim != 1 or model is None:
-            raise CorruptFileError(f"{display}: classes_ or model_ is missing or malformed.", path=path)
+            raise CorruptFileError(
+                f"{display}: classes_ or model_ is missing or malformed.", path=path
+            )
         inputs, outputs = tuple(model.inputs[0].shape[1:]), tuple(model.outputs[0].shape[1:])
         if inputs != (*size, 3) or outputs != (len(classes),):
             raise CorruptFileError(
@@ -380,7 +403,10 @@ def _encode(value, where: str):
         return {"__dict__": [[_encode(k, where), _encode(v, where)] for k, v in value.items()]}
     if isinstance(value, np.ndarray) and (
         value.dtype.kind in "biufU"
-        or (value.dtype.kind == "O" and all(isinstance(v, (str, int, float, bool)) for v in value.ravel()))
+        or (
+            value.dtype.kind == "O"
+            and all(isinstance(v, (str, int, float, bool)) for v in value.ravel())
+        )
     ):
         return {"__ndarray__": [_encode(v, where) for v in value.ravel().tolist()],
                 "dtype": value.dtype.str, "shape": list(value.shape)}
@@ -394,27 +420,25 @@ def _encode(value, where: str):
     )
 
 
-def _decode(value, display: str, where: str):
+def _decode(value):
+    """The value :func:`_encode` wrote; ValueError or TypeError for anything else."""
     if isinstance(value, list):
-        return [_decode(v, display, where) for v in value]
+        return [_decode(v) for v in value]
     if not isinstance(value, dict):
         return value
     if set(value) == {"__tuple__"}:
-        return tuple(_decode(v, display, where) for v in value["__tuple__"])
+        return tuple(_decode(v) for v in value["__tuple__"])
     if set(value) == {"__dict__"}:
-        return {_hashable(_decode(k, display, where)): _decode(v, display, where) for k, v in value["__dict__"]}
+        return {_hashable(_decode(k)): _decode(v) for k, v in value["__dict__"]}
     if set(value) == {"__ndarray__", "dtype", "shape"}:
-        try:
-            dtype = np.dtype(value["dtype"])
-            if dtype.kind not in "biufUO":
-                raise TypeError(f"dtype {dtype}")
-            flat = [_decode(v, display, where) for v in value["__ndarray__"]]
-            array = np.empty(len(flat), dtype=dtype)
-            array[:] = flat
-            return array.reshape(value["shape"])
-        except (TypeError, ValueError) as exc:
-            raise CorruptFileError(f"{display}: the {where} is a malformed array ({exc}).") from None
-    raise CorruptFileError(f"{display}: the {where} holds an unknown object {sorted(value)[:3]}.")
+        dtype = np.dtype(value["dtype"])
+        if dtype.kind not in "biufUO":
+            raise TypeError(f"an array of dtype {dtype}")
+        flat = [_decode(v) for v in value["__ndarray__"]]
+        array = np.empty(len(flat), dtype=dtype)
+        array[:] = flat
+        return array.reshape(value["shape"])
+    raise ValueError(f"an unknown object {sorted(value)[:3]}")
 
 
 def _hashable(key):
@@ -422,7 +446,7 @@ def _hashable(key):
 
 
 def check_model_file(path: str) -> str:
-    """``"safe"`` for a file of this format, ``"pickle"`` for one that looks like a pickle, else ``"other"``."""
+    """What kind of model file ``path`` is: ``"safe"``, ``"pickle"`` or ``"other"``."""
     try:
         with open_regular(path) as file:
             if zipfile.is_zipfile(file):

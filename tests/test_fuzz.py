@@ -26,6 +26,8 @@ The default run tries a few dozen mutations per reader (seconds); the
 from __future__ import annotations
 
 import io
+import pickle
+import struct
 import tracemalloc
 import zipfile
 
@@ -33,19 +35,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sktransfer
+from sktransfer import _inputs, cache
+from sktransfer.backbones._torch_legacy import load_state_dict
+from sktransfer.exceptions import SktransferError
+
+from .test_hostile_inputs import within
+from .test_torch_legacy import STORAGES, TENSORS, _header, _state_dict_pickle
+
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-import sktransfer  # noqa: E402
-from sktransfer import _inputs, cache  # noqa: E402
-from sktransfer.backbones._torch_legacy import load_state_dict  # noqa: E402
-from sktransfer.exceptions import SktransferError  # noqa: E402
-
-from .test_hostile_inputs import within  # noqa: E402
-from .test_torch_legacy import STORAGES, TENSORS, _header, _state_dict_pickle  # noqa: E402
-import pickle  # noqa: E402
-import struct  # noqa: E402
 
 MEMORY_FACTOR = 10
 PIXEL_LIMIT = 1_000_000

@@ -444,7 +444,8 @@ def _load_zip(zf: zipfile.ZipFile, path: str) -> dict[str, np.ndarray]:
     limit = MAX_EXPANSION * os.path.getsize(path)
     order = "<"
     if prefix + "byteorder" in zf.namelist():
-        order = "<" if _read_member(zf, prefix + "byteorder", 16, path).strip() == b"little" else ">"
+        byteorder = _read_member(zf, prefix + "byteorder", 16, path).strip()
+        order = "<" if byteorder == b"little" else ">"
     table = _StorageTable()
     pickled = _read_member(zf, pkl, limit + 1, path)
     if len(pickled) > limit:
