@@ -63,14 +63,12 @@ def within(seconds: float, function, *args):
     return outcome.get("value")
 
 
-def lambda_model_bytes(marker) -> bytes:
-    """A .keras model whose Lambda layer creates ``marker`` when it runs.
+def lambda_model(marker):
+    """A Keras model whose Lambda layer creates ``marker`` when it runs.
 
     Building the model runs the Lambda once; the marker is removed after.
     """
     import keras
-
-    from sktransfer._serialization import model_to_bytes
 
     inputs = keras.Input((32, 32, 3))
     touched = keras.layers.Lambda(
@@ -79,9 +77,15 @@ def lambda_model_bytes(marker) -> bytes:
     outputs = keras.layers.Dense(2, activation="softmax")(
         keras.layers.GlobalAveragePooling2D()(touched)
     )
-    data = model_to_bytes(keras.Model(inputs, outputs))
     os.remove(marker)
-    return data
+    return keras.Model(inputs, outputs)
+
+
+def lambda_model_bytes(marker) -> bytes:
+    """:func:`lambda_model` as the bytes of a .keras file."""
+    from sktransfer._serialization import model_to_bytes
+
+    return model_to_bytes(lambda_model(marker))
 
 
 # --- code can run -------------------------------------------------------------
@@ -93,6 +97,16 @@ def test_a_pickled_classifier_network_with_a_lambda_is_refused(tmp_path):
     clf = FineTunedCNNClassifier.__new__(FineTunedCNNClassifier)
     with pytest.raises(UnsafeFileError, match="bytecode"):
         clf.__setstate__({"model_": lambda_model_bytes(marker)})  # what unpickling does
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_backbone_file_with_a_lambda_is_refused_unrun(suffix, tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / f"evil{suffix}"
+    lambda_model(marker).save(path)
+    with pytest.raises(UnsafeFileError, match="evil"):
+        CNNFeatureExtractor(backbone=str(path), weights=None).fit(make_images(1))
     assert not marker.exists()
 
 
