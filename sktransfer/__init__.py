@@ -7,12 +7,18 @@ network is built.
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
 from ._folder import load_image_folder
+from ._inputs import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
+from ._persistence import load_model, save_model
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "CNNFeatureExtractor",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "FineTunedCNNClassifier",
     "load_image_folder",
+    "load_model",
+    "save_model",
+    "set_max_image_pixels",
     "__version__",
 ]

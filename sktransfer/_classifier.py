@@ -667,6 +667,7 @@ def _check_labels(y) -> np.ndarray:
         raise ValueError(
             "FineTunedCNNClassifier requires y to be passed, but the target y is None."
         )
+    _check_label_types(y)
     y = np.asarray(y)
     if y.ndim != 1:
         if y.ndim == 2 and y.shape[1] == 1:
@@ -691,6 +692,32 @@ def _check_labels(y) -> np.ndarray:
             "least 2."
         )
     return y
+
+
+def _check_label_types(y) -> None:
+    """Refuse a mix of string and number labels before NumPy merges them.
+
+    ``np.asarray([1, "1", "b"])`` turns 1 into "1", silently merging two
+    classes; scikit-learn's ``unique_labels`` refuses such a mix, and so do we.
+    """
+    values = y.ravel() if isinstance(y, np.ndarray) else y
+    if isinstance(values, np.ndarray) and values.dtype.kind != "O":
+        return
+    try:
+        values = list(values)
+    except TypeError:
+        return  # not a sequence: check_classification_targets says so
+    strings = [v for v in values if isinstance(v, (str, bytes, np.str_))]
+    if strings and len(strings) < len(values):
+        other = next(v for v in values if not isinstance(v, (str, bytes, np.str_)))
+        if other is None or (isinstance(other, float) and other != other):
+            return  # a missing label, reported as such
+        raise ValueError(
+            f"y mixes string labels ({strings[0]!r}) with labels of another type "
+            f"({other!r} of type {type(other).__name__}), which would merge classes "
+            "such as 1 and '1'. Use one type for all labels, e.g. y = [str(v) for v "
+            "in y]."
+        )
 
 
 def _missing_labels(y: np.ndarray) -> np.ndarray:

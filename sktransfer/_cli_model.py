@@ -1,8 +1,14 @@
-"""``sktransfer fit``, ``predict`` and ``explain``: a fine-tuned model through joblib files."""
+"""``sktransfer fit``, ``predict`` and ``explain``: a fine-tuned model through model files.
+
+``fit`` writes sktransfer's safe model format (:func:`sktransfer.save_model`);
+``predict`` and ``explain`` read it, and read a pickle (joblib) file only
+with ``--allow-pickle``, because loading a pickle runs any code it holds.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 import numpy as np
@@ -27,9 +33,8 @@ FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 def run_fit(args, *, say, warn) -> int:
     """Fine-tune on a class-per-subfolder tree and save the classifier."""
-    import joblib
-
     from ._classifier import FineTunedCNNClassifier
+    from ._persistence import save_model
 
     check_output(args.output)
     paths, labels = class_folder(args.folder)
@@ -45,13 +50,7 @@ def run_fit(args, *, say, warn) -> int:
         clf.fit(paths, labels)
     except ImageLoadError as exc:
         raise image_error(exc, paths) from None
-    temporary = args.output + ".partial"
-    try:
-        joblib.dump(clf, temporary)
-        os.replace(temporary, args.output)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    save_model(clf, args.output)
     for line in training_summary(clf):
         say(line)
     say(f"saved to {args.output}")
@@ -84,30 +83,86 @@ def training_summary(clf) -> list[str]:
     return lines
 
 
-def load_model(path: str):
-    """A fitted estimator from a joblib file, or a CommandError.
+def load_model(path: str, *, allow_pickle: bool = False, warn=None):
+    """A fitted estimator that takes image paths, or a CommandError.
 
-    joblib files are pickles: load only files you trust.
+    Reads sktransfer's safe format; a pickle (joblib) file only when
+    ``allow_pickle``, since unpickling runs any code the file holds.
     """
-    if not os.path.isfile(path):
-        raise CommandError(f"model file not found: {path!r}.")
-    import joblib
+    from ._persistence import check_model_file
+    from ._persistence import load_model as load_safe
 
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # pickle's errors have no common base class
+    if not os.path.exists(path):
+        raise CommandError(f"model file not found: {path!r}.")
+    if not os.path.isfile(path):
+        raise CommandError(f"model {path!r} is not a file.")
+    kind = check_model_file(path)
+    if kind == "safe":
+        model = load_safe(path)
+    elif not allow_pickle:
+        what = (
+            "a pickle (joblib) file" if kind == "pickle"
+            else "not a model saved by 'sktransfer fit' or sktransfer.save_model"
+        )
         raise CommandError(
-            f"cannot load a model from {path!r} ({type(exc).__name__}: {exc}); expected "
-            "a file written by 'sktransfer fit' or joblib.dump."
-        ) from None
-    if not hasattr(model, "predict"):
+            f"{path!r} is {what}. Loading a pickle runs whatever code it holds, so "
+            "it is done only when asked: pass --allow-pickle if you (or someone you "
+            "trust) wrote this file; to share a model, save it with 'sktransfer "
+            "fit' or sktransfer.save_model, a format that runs no code."
+        )
+    else:
+        if warn is not None and kind == "pickle":
+            warn(f"loading the pickle {path!r}: this runs any code it holds.")
+        model = _unpickle(path)
+    model_check = getattr(model, "best_estimator_", model)
+    if not hasattr(model_check, "predict"):
         raise CommandError(
             f"{path!r} holds a {type(model).__name__}, not a classifier with predict."
         )
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(model)
+    if not _takes_images(model_check):
+        raise CommandError(
+            f"{path!r} holds a {type(model_check).__name__}, which does not take "
+            "images: expected a FineTunedCNNClassifier (as written by 'sktransfer "
+            "fit'), or a pipeline starting with a CNNFeatureExtractor."
+        )
     return model
+
+
+def _unpickle(path: str):
+    import joblib
+
+    try:
+        return joblib.load(path)
+    except Exception as exc:  # pickle's errors have no common base class
+        raise CommandError(
+            f"cannot load a model from {path!r} ({type(exc).__name__}: {exc}); expected "
+            "a file written by 'sktransfer fit' or joblib.dump."
+        ) from None
+
+
+def _takes_images(model) -> bool:
+    """Whether ``model`` predicts from images: ours, or a pipeline starting with ours."""
+    from ._classifier import FineTunedCNNClassifier
+    from ._extractor import CNNFeatureExtractor
+
+    if isinstance(model, FineTunedCNNClassifier):
+        return True
+    steps = getattr(model, "steps", None)
+    return bool(steps) and isinstance(steps[0][1], CNNFeatureExtractor)
+
+
+def _tsv(row: list[str]) -> str:
+    """One tab-separated line; a field holding a tab, newline or quote is quoted.
+
+    A path may contain a newline: written as is, it would split its row in two.
+    """
+    buffer = io.StringIO()
+    # The line terminator is what makes the writer quote a field's newlines.
+    csv.writer(buffer, delimiter="\t", lineterminator="\n").writerow(row)
+    return buffer.getvalue()[:-1]
 
 
 def run_predict(args, *, say, warn) -> int:
@@ -115,7 +170,7 @@ def run_predict(args, *, say, warn) -> int:
     paths, _ = images_from_arguments(args.files, warn=warn)
     if args.output is not None:
         check_output(args.output, (".csv",))
-    model = load_model(args.model)
+    model = load_model(args.model, allow_pickle=args.allow_pickle, warn=warn)
     if args.proba and not hasattr(model, "predict_proba"):
         raise CommandError(
             f"--proba: the {type(model).__name__} in {args.model!r} has no predict_proba."
@@ -123,7 +178,7 @@ def run_predict(args, *, say, warn) -> int:
     classes = [str(c) for c in getattr(model, "classes_", [])]
     header = ["path", "label"] + [f"proba_{c}" for c in classes] * bool(args.proba)
     if args.output is None:
-        write, file, temporary = (lambda row: say("\t".join(row))), None, None
+        write, file, temporary = (lambda row: say(_tsv(row))), None, None
         if args.proba:
             write(header)
     else:
@@ -180,7 +235,7 @@ def run_explain(args, *, say, warn) -> int:
     """Grad-CAM heat maps of the images over them, as one figure."""
     extension = check_output(args.output, FIGURE_FORMATS)
     paths, labels = images_from_arguments(args.files, warn=warn)
-    model = load_model(args.model)
+    model = load_model(args.model, allow_pickle=args.allow_pickle, warn=warn)
     model = getattr(model, "best_estimator_", model)  # a saved search
     pipeline = hasattr(model, "steps")
     if not (hasattr(model, "explain") or pipeline):

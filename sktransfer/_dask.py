@@ -72,22 +72,27 @@ def transform(extractor, X):
         return _numeric_array(extractor, X, width)
     if kind == "array":
         return X.map_blocks(
-            _paths_block, extractor, dtype=np.float32, chunks=(X.chunks[0], (width,)),
+            _paths_array_block, extractor, dtype=np.float32, chunks=(X.chunks[0], (width,)),
             new_axis=1,
         )
     if kind == "bag":
         import dask
         import dask.array as da
 
-        parts = [
-            da.from_delayed(
-                dask.delayed(_paths_block)(part, extractor),
-                shape=(np.nan, width),
-                dtype=np.float32,
+        # Messages name an image by its position in the whole bag: each
+        # partition's first position is the sum of the lengths before it
+        # (computed with the partitions, not before).
+        parts, offset, blocks = X.to_delayed(), 0, []
+        for part in parts:
+            blocks.append(
+                da.from_delayed(
+                    dask.delayed(_paths_block)(part, extractor, offset),
+                    shape=(np.nan, width),
+                    dtype=np.float32,
+                )
             )
-            for part in X.to_delayed()
-        ]
-        return da.concatenate(parts, axis=0)
+            offset = dask.delayed(_add_length)(offset, part)
+        return da.concatenate(blocks, axis=0)
     import pandas as pd
 
     series = X if getattr(X, "ndim", 1) == 1 else X.iloc[:, 0]
@@ -129,17 +134,32 @@ def _array_block(block, extractor, scale):
     return extractor._features_of(images)
 
 
-def _paths_block(paths, extractor):
+def _add_length(offset: int, part) -> int:
+    return offset + len(list(part))
+
+
+def _paths_block(paths, extractor, first=0, names=None):
+    """Features of a block of paths; images named ``first``, ``first + 1``, ... or ``names``."""
     from . import _inputs
 
     paths = list(paths)
     if not paths:
         return np.empty((0, extractor.n_features_out_), dtype=np.float32)
-    return extractor._features_of(_inputs.as_images(paths, on_error=extractor.on_error))
+    if names is None:
+        names = range(first, first + len(paths))
+    images = _inputs.as_images(paths, on_error=extractor.on_error, names=list(names))
+    return extractor._features_of(images)
+
+
+def _paths_array_block(paths, extractor, block_info=None):
+    first = block_info[0]["array-location"][0][0] if block_info else 0
+    return _paths_block(paths, extractor, first)
 
 
 def _series_block(series, extractor, names):
     import pandas as pd
 
-    features = _paths_block(series.to_numpy(), extractor)
+    # A row is named by its index label, which is its position in the
+    # collection for the default RangeIndex.
+    features = _paths_block(series.to_numpy(), extractor, names=series.index.tolist())
     return pd.DataFrame(features, index=series.index, columns=names)

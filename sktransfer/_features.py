@@ -221,5 +221,5 @@ class _Store:
             if self.memory_rows is not None:
                 self.memory_rows.put(name, keys, rows)
             if self.disk is not None:
-                self.disk.put(name, keys, rows)
+                self.disk.put(name, keys, rows, kept_in_memory=self.memory_rows is not None)
         self.pending = []

@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from ._files import open_regular
 from ._inputs import ArrayImages, Images, SequenceImages
 
 FINGERPRINTS = ("metadata", "content")
@@ -89,7 +90,7 @@ def _item_key(item, fingerprint: str) -> bytes | None:
 def _file_key(path: str, fingerprint: str) -> bytes:
     if fingerprint == "content":
         hasher = hashlib.blake2b(b"file-content|", digest_size=_DIGEST_SIZE)
-        with open(path, "rb") as file:
+        with open_regular(path) as file:  # a FIFO would block forever
             for chunk in iter(lambda: file.read(_FILE_CHUNK), b""):
                 hasher.update(chunk)
         return hasher.digest()

@@ -15,12 +15,31 @@ Accepted inputs
   (then they are multiplied by 255). Anything outside ``[0, 255]`` is an error:
   pass raw pixels, the backbone's own preprocessing is applied for you.
 * a list/tuple/array/pandas Series/one-column DataFrame of file paths (str or
-  PathLike), in any format Pillow reads, of any size; EXIF orientation is
-  honoured.
+  PathLike), in any format Pillow reads; EXIF orientation is honoured.
+  16-bit files are scaled from 0-65535; 32-bit integer and float files
+  follow the rules of arrays (a float image in 0-1 is multiplied by 255;
+  NaN or values outside 0-255 are an error).
 * a list of PIL images, or of per-image arrays of possibly different sizes.
 
 Grayscale is replicated to RGB and alpha dropped. Nothing the caller passed
 is modified: arrays are only read.
+
+Decoding is bounded
+-------------------
+Files are untrusted: a 400 KB PNG can declare 12000x12000 pixels and take
+gigabytes to decode. So the size in a file's header is checked before any
+pixel is decoded, against a limit of pixels per image
+(:func:`set_max_image_pixels`, or the ``SKTRANSFER_MAX_IMAGE_PIXELS``
+environment variable; default 40 million), and an image larger than that is
+an :class:`~sktransfer.exceptions.ImageLoadError` naming the file, its size
+and the limit. Only regular files are opened (a FIFO would block forever).
+An image at least four times the input size on both sides is reduced before
+it becomes floats: JPEG files are decoded at 1/2, 1/4 or 1/8 scale (Pillow's
+``draft``), other formats shrunk by an integer box filter, always to at
+least twice the input size, so the final antialiased resize still decides
+the pixels (and features of such images differ slightly from those of the
+same pixels passed as an array). Memory per loader thread is then about 4
+bytes per pixel of the file, plus the batch (``benchmarks/bench_decoding.py``).
 """
 
 from __future__ import annotations
@@ -33,11 +52,68 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+from ._files import open_regular
 from .exceptions import ImageLoadError
 
 ON_ERROR_OPTIONS = ("raise", "nan")
+
+#: Pixels of one image file decoded at most, unless raised (see the module
+#: docstring): 40 million pixels take 160 MB decoded, per loader thread.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+#: A file is reduced before becoming floats when it is at least this many
+#: times the input size on both sides; it is reduced to at least half that.
+_REDUCE_FROM = 4
+#: 16-bit modes (scaled from 0-65535) and Pillow's 32-bit modes.
+_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_32_BIT_MODES = ("I", "F")
+_ORIENTATION = 0x0112  # the EXIF tag
+
+
+def _default_max_image_pixels() -> int | None:
+    text = os.environ.get("SKTRANSFER_MAX_IMAGE_PIXELS")
+    if text is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise ValueError(
+            f"SKTRANSFER_MAX_IMAGE_PIXELS={text!r} is not a number of pixels."
+        ) from None
+    return None if value <= 0 else value
+
+
+_max_image_pixels = _default_max_image_pixels()
+
+
+def set_max_image_pixels(pixels: int | None) -> None:
+    """Bound the pixels of an image file; larger files are refused before decoding.
+
+    Decoding an image takes about 4 bytes per pixel, whatever the size of
+    its file (a 420 KB PNG of 12000x12000 pixels takes 576 MB), so the
+    size in each file's header is checked first. The limit applies to image
+    files, not to arrays or PIL images (already in memory).
+
+    Parameters
+    ----------
+    pixels : int or None
+        Width times height allowed per image (default 40 million, or the
+        ``SKTRANSFER_MAX_IMAGE_PIXELS`` environment variable); None for no
+        limit (only for files you trust).
+
+    Examples
+    --------
+    >>> import sktransfer
+    >>> sktransfer.set_max_image_pixels(100_000_000)  # 10000 x 10000 photos
+    >>> sktransfer.set_max_image_pixels(sktransfer.DEFAULT_MAX_IMAGE_PIXELS)
+    """
+    global _max_image_pixels
+    if pixels is not None and (
+        isinstance(pixels, bool) or not isinstance(pixels, (int, np.integer)) or pixels < 1
+    ):
+        raise ValueError(f"pixels={pixels!r} must be a positive int, or None for no limit.")
+    _max_image_pixels = None if pixels is None else int(pixels)
 
 # Checking finiteness of a huge array in one go would allocate a boolean copy
 # of it; chunks keep that overhead small.
@@ -76,6 +152,13 @@ class Images(ABC):
     """A validated collection of images that loads any subset as RGB batches."""
 
     on_error = "raise"
+    #: What messages call each image, when not its position (a Dask block's
+    #: images are named by their position or label in the whole collection).
+    names: Sequence | None = None
+
+    def name(self, index: int):
+        """The index of image ``index`` in the user's collection."""
+        return index if self.names is None else self.names[index]
 
     @abstractmethod
     def __len__(self) -> int:
@@ -147,7 +230,7 @@ class SequenceImages(Images):
         failed = []
         for offset, index in enumerate(indices):
             try:
-                pixels = self._load_one(int(index))
+                pixels = self._load_one(int(index), size)
             except ImageLoadError:
                 if self.on_error == "raise":
                     raise
@@ -156,18 +239,19 @@ class SequenceImages(Images):
             batch[offset] = resize(pixels[np.newaxis], size)[0]
         return batch, failed
 
-    def _load_one(self, index: int) -> np.ndarray:
+    def _load_one(self, index: int, size) -> np.ndarray:
         item = self.items[index]
+        name = self.name(index)
         if isinstance(item, np.ndarray):
-            return _single_array_pixels(item, index)
+            return _single_array_pixels(item, name)
         if isinstance(item, Image.Image):
             try:
-                return _pil_pixels(item)
+                return _pil_pixels(item, size)
             except (OSError, ValueError) as exc:  # e.g. a lazy image whose file is gone
                 raise ImageLoadError(
-                    f"Could not read PIL image {index} of X: {exc}", index=index
+                    f"Could not read PIL image {name} of X: {exc}", index=name
                 ) from None
-        return _read_file(item, index)
+        return _read_file(item, name, size)
 
 
 def _single_array_pixels(item: np.ndarray, index: int) -> np.ndarray:
@@ -182,26 +266,83 @@ def _single_array_pixels(item: np.ndarray, index: int) -> np.ndarray:
     return _to_rgb(pixels)
 
 
-def _pil_pixels(image: Image.Image) -> np.ndarray:
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16/32-bit grayscale: scale to 0-255 instead of letting convert() clip.
+def _pil_pixels(image: Image.Image, size=None) -> np.ndarray:
+    """RGB float32 pixels of a PIL image, reduced first when much larger than ``size``."""
+    if image.getexif().get(_ORIENTATION, 1) != 1:
+        # Only then: exif_transpose copies the image even when it turns nothing.
+        image = ImageOps.exif_transpose(image)
+    sixteen_bit = image.mode in _16_BIT_MODES
+    factor = _reduction(image, size) if size is not None else 1
+    if factor > 1:
+        if image.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "YCbCr", *_32_BIT_MODES):
+            image = image.convert("I" if sixteen_bit else "RGB")
+        image = image.reduce(factor)
+    if sixteen_bit:
+        return _gray(np.asarray(image, dtype=np.float32) * (255.0 / 65535.0))
+    if image.mode in _32_BIT_MODES:
         values = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I;16") else max(values.max(), 1.0)
-        return _gray(values * (255.0 / top))
+        is_float = image.mode == "F"
+        if is_float and not np.isfinite(values).all():
+            raise ValueError("it contains NaN or infinite pixel values.")
+        return _gray(values * range_scale(float(values.min()), float(values.max()), is_float, "it"))
     return np.asarray(image.convert("RGB"), dtype=np.float32)
 
 
-def _read_file(path: str, index: int) -> np.ndarray:
+def _reduction(image: Image.Image, size) -> int:
+    """The integer factor an image may be shrunk by before the final resize."""
+    height, width = _as_size(size)
+    factor = min(image.width // (2 * width), image.height // (2 * height))
+    return factor if factor >= _REDUCE_FROM // 2 else 1
+
+
+def _read_file(path: str, index, size=None) -> np.ndarray:
+    where = f"image {index} of X ({path!r})"
     try:
-        with Image.open(path) as image:
-            return _pil_pixels(image)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        with open_regular(path) as file, Image.open(file) as image:
+            _check_pixels(image, where, index, path)
+            if size is not None and image.format == "JPEG" and _reduction(image, size) > 1:
+                # Decode at 1/2, 1/4 or 1/8 scale (a request independent of
+                # the orientation). Only for our own files: it changes the
+                # image object, and a PIL image passed in is the user's.
+                side = 2 * max(_as_size(size))
+                image.draft(image.mode, (side, side))
+            return _pil_pixels(image, size)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as exc:
         raise ImageLoadError(
-            f"Could not read image {index} of X ({path!r}): {exc}",
+            f"Could not read {where}: {exc} {_LIMIT_HINT}", index=index, path=path
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror if exc.filename is not None and exc.strerror else exc
+        raise ImageLoadError(
+            f"Could not read {where}: {reason}", index=index, path=path
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file makes decoders raise anything
+        raise ImageLoadError(
+            f"Could not read {where}: {type(exc).__name__}: {exc}", index=index, path=path
+        ) from None
+
+
+_LIMIT_HINT = (
+    "Decoding takes about 4 bytes a pixel whatever the file's size; if you trust "
+    "the file, raise the limit with sktransfer.set_max_image_pixels(...) or the "
+    "SKTRANSFER_MAX_IMAGE_PIXELS environment variable."
+)
+
+
+def _check_pixels(image: Image.Image, where: str, index, path: str) -> None:
+    """Refuse an image whose header declares more pixels than the limit."""
+    limit = _max_image_pixels
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise ImageLoadError(
+            f"Could not read {where}: it is {width}x{height} pixels "
+            f"({width * height / 1e6:.1f} million), over the limit of "
+            f"{limit / 1e6:g} million pixels per image. {_LIMIT_HINT}",
             index=index,
             path=path,
-        ) from None
+        )
 
 
 def _pixel_scale(array: np.ndarray, index: int | None = None) -> float:
@@ -251,7 +392,7 @@ def _is_path(item) -> bool:
     return isinstance(item, (str, os.PathLike))
 
 
-def as_images(X, *, on_error: str = "raise") -> Images:
+def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> Images:
     """Validate ``X`` and wrap it as :class:`Images`.
 
     Parameters
@@ -262,6 +403,10 @@ def as_images(X, *, on_error: str = "raise") -> Images:
         What to do with files that cannot be read: raise (missing files are
         reported here, before any work), or let the caller fill their rows
         with NaN and warn.
+    names : sequence, optional
+        What messages call each image instead of its position in ``X``: the
+        position (or index label) of each image of a Dask block in the whole
+        collection.
 
     Returns
     -------
@@ -291,7 +436,9 @@ def as_images(X, *, on_error: str = "raise") -> Images:
     if isinstance(X, np.ndarray) and X.dtype.kind == "c":
         raise ValueError("Complex data not supported: images are real pixel values.")
     if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
-        return _numeric_array(X)
+        images = _numeric_array(X)
+        images.names = names
+        return images
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]
@@ -311,7 +458,9 @@ def as_images(X, *, on_error: str = "raise") -> Images:
     if not items:
         raise ValueError("X is empty: at least one image is required.")
     if all(isinstance(item, np.ndarray) for item in items) and _same_shape(items):
-        return _numeric_array(np.stack(items))
+        images = _numeric_array(np.stack(items))
+        images.names = names
+        return images
     for index, item in enumerate(items):
         if _is_path(item):
             continue
@@ -323,8 +472,10 @@ def as_images(X, *, on_error: str = "raise") -> Images:
             "array."
         )
     items = [os.fspath(item) if _is_path(item) else item for item in items]
-    _check_files_exist(items, on_error)
-    return SequenceImages(items, on_error)
+    _check_files_exist(items, on_error, names)
+    images = SequenceImages(items, on_error)
+    images.names = names
+    return images
 
 
 def _same_shape(items: list[np.ndarray]) -> bool:
@@ -369,23 +520,39 @@ def _numeric_array(X: np.ndarray) -> ArrayImages:
     return ArrayImages(X)
 
 
-def _check_files_exist(items: list, on_error: str) -> None:
-    missing = [
-        (index, item)
+def _check_files_exist(items: list, on_error: str, names=None) -> None:
+    problems = [
+        (index, item, problem)
         for index, item in enumerate(items)
-        if isinstance(item, str) and not os.path.isfile(item)
+        if isinstance(item, str) and (problem := _file_problem(item)) is not None
     ]
-    if not missing:
+    if not problems or on_error != "raise":
         return
-    index, path = missing[0]
-    if on_error == "raise":
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise ImageLoadError(
-            f"Image file {index} of X does not exist: {path!r}{more}. Pass "
-            "on_error='nan' to get NaN features for unreadable files instead.",
-            index=index,
-            path=path,
+    index, path, problem = problems[0]
+    index = index if names is None else names[index]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise ImageLoadError(
+        f"Image file {index} of X {problem}: {path!r}{more}. Pass "
+        "on_error='nan' to get NaN features for unreadable files instead.",
+        index=index,
+        path=path,
+    )
+
+
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` is not an image file that can be opened, or None."""
+    if os.path.isfile(path):
+        return None
+    if os.path.isdir(path):
+        return (
+            "is a folder, not an image file (list its images, e.g. with "
+            "sktransfer.load_image_folder)"
         )
+    if os.path.exists(path):
+        from ._files import file_kind
+
+        return f"is {file_kind(os.stat(path).st_mode)}, not a regular file"
+    return "does not exist"
 
 
 def iter_batches(
@@ -429,9 +596,9 @@ def warn_failed(failed: list[int], images: Images) -> None:
     if not failed:
         return
     shown = ", ".join(
-        f"{index} ({images.items[index]!r})"
+        f"{images.name(index)} ({images.items[index]!r})"
         if isinstance(images, SequenceImages) and _is_path(images.items[index])
-        else str(index)
+        else str(images.name(index))
         for index in failed[:5]
     )
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""

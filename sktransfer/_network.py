@@ -410,10 +410,12 @@ def _private_python_random(seed: int):
 def _user_network(backbone, weights, input_size) -> Network:
     import keras
 
+    from ._serialization import load_keras_file
+
     if _is_model(backbone):
         model = backbone
     else:
-        model = keras.models.load_model(os.fspath(backbone), compile=False)
+        model = load_keras_file(os.fspath(backbone), display=f"backbone={os.fspath(backbone)!r}")
     shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
     if len(model.inputs) != 1 or len(shape) != 3 or shape[-1] != 3:
         raise ValueError(

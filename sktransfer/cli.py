@@ -2,8 +2,8 @@
 
 Subcommands: ``extract`` (features of a folder of images to .npy, .parquet
 or .csv), ``fit`` (fine-tune a classifier on a class-per-subfolder tree,
-saved with joblib), ``predict``, ``explain`` (Grad-CAM figure), ``demo`` and
-``backbones``. Options mirror the estimators' parameter names
+saved in sktransfer's safe model format), ``predict``, ``explain``
+(Grad-CAM figure), ``demo`` and ``backbones``. Options mirror the estimators' parameter names
 (``--input-size`` is ``input_size``).
 
 Exit status: 0 on success; 2 for errors a user can fix (a bad option, a
@@ -150,6 +150,15 @@ def _add_progress_option(parser) -> None:
     )
 
 
+def _add_allow_pickle_option(parser) -> None:
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="also load a pickle (joblib) MODEL: this runs any code the file holds, "
+        "so only for files you or someone you trust wrote",
+    )
+
+
 def _extract(args) -> int:
     from ._cli_common import images_from_arguments
     from ._cli_extract import run_extract
@@ -282,12 +291,15 @@ def _add_extract_parser(commands) -> None:
 def _add_fit_parser(commands) -> None:
     fit = commands.add_parser(
         "fit",
-        help="fine-tune a classifier on a class-per-subfolder folder; save it with joblib",
+        help="fine-tune a classifier on a class-per-subfolder folder; save it",
         formatter_class=_HelpFormatter,
         description=(
             "Fine-tune a pretrained CNN (FineTunedCNNClassifier) on FOLDER, which "
             "holds one subfolder of images per class, and save the fitted "
-            "classifier with joblib. Stage 1 trains a new top on the frozen "
+            "classifier in sktransfer's safe model format (sktransfer.save_model: "
+            "JSON and a Keras file in a zip, which runs no code when loaded, so it "
+            "can be shared; sktransfer.load_model reads it). Stage 1 trains a new "
+            "top on the frozen "
             "network cut at --layer (up to --head-epochs epochs); stage 2 unfreezes "
             "the top --trainable-blocks blocks (up to --epochs epochs at "
             "--learning-rate). Early stopping on a stratified --validation-fraction "
@@ -295,15 +307,15 @@ def _add_fit_parser(commands) -> None:
             "run and the validation accuracy of the weights kept."
         ),
         epilog=_examples(
-            "sktransfer fit photos/ -o model.joblib",
+            "sktransfer fit photos/ -o model.sktransfer",
             "sktransfer fit photos/ --backbone resnet50 --layer=-2 --trainable-blocks 2 "
-            "--epochs 20 -o model.joblib",
+            "--epochs 20 -o model.sktransfer",
             "sktransfer fit photos/ --trainable-blocks 0 --no-augment --random-state 0 "
-            "-o model.joblib",
+            "-o model.sktransfer",
         ),
     )
     fit.add_argument("folder", metavar="FOLDER", help="one subfolder of images per class")
-    fit.add_argument("-o", "--output", required=True, help="where the model goes (model.joblib)")
+    fit.add_argument("-o", "--output", required=True, help="where the model goes (model.sktransfer)")
     _add_backbone_options(fit, "efficientnet_lite0")
     _add_cut_options(fit)
     fit.add_argument(
@@ -353,26 +365,29 @@ def _add_predict_parser(commands) -> None:
         formatter_class=_HelpFormatter,
         description=(
             "Predict the class of each image with a model saved by 'sktransfer fit' "
-            "(or any fitted scikit-learn classifier of image paths saved with "
-            "joblib; joblib files are pickles: load only models you trust). Prints "
-            "'path<TAB>label' per image; with --proba, a header line then the "
+            "or sktransfer.save_model. A pickle (joblib) file, e.g. of a pipeline "
+            "starting with a CNNFeatureExtractor, is loaded only with "
+            "--allow-pickle: loading a pickle runs whatever code it holds. Prints "
+            "'path<TAB>label' per image (a path holding a tab, newline or quote "
+            "is quoted, as in CSV); with --proba, a header line then the "
             "probability of each class (the label is then the most probable "
             "class). With -o, writes the same columns as CSV (probability columns "
             "named proba_<class>)."
         ),
         epilog=_examples(
-            "sktransfer predict model.joblib new/*.jpg",
-            "sktransfer predict model.joblib new/ --proba -o predictions.csv",
-            "sktransfer predict model.joblib @paths.txt | cut -f2 | sort | uniq -c",
+            "sktransfer predict model.sktransfer new/*.jpg",
+            "sktransfer predict model.sktransfer new/ --proba -o predictions.csv",
+            "sktransfer predict model.sktransfer @paths.txt | cut -f2 | sort | uniq -c",
         ),
     )
-    predict.add_argument("model", metavar="MODEL", help="model.joblib")
+    predict.add_argument("model", metavar="MODEL", help="model.sktransfer")
     predict.add_argument(
         "files", nargs="+", metavar="FILE",
         help="image files, or one folder (all its images; @list.txt reads paths from a file)",
     )
     predict.add_argument("-o", "--output", help="write predictions.csv instead of printing")
     predict.add_argument("--proba", action="store_true", help="add class probabilities")
+    _add_allow_pickle_option(predict)
     _add_progress_option(predict)
     predict.set_defaults(run=_predict)
 
@@ -389,11 +404,11 @@ def _add_explain_parser(commands) -> None:
             "image or for --target. Needs matplotlib."
         ),
         epilog=_examples(
-            "sktransfer explain model.joblib photo.jpg -o heatmap.png",
-            "sktransfer explain model.joblib test/cat/*.jpg --target dog -o why-dog.png",
+            "sktransfer explain model.sktransfer photo.jpg -o heatmap.png",
+            "sktransfer explain model.sktransfer test/cat/*.jpg --target dog -o why-dog.png",
         ),
     )
-    explain.add_argument("model", metavar="MODEL", help="model.joblib from 'sktransfer fit'")
+    explain.add_argument("model", metavar="MODEL", help="model.sktransfer from 'sktransfer fit'")
     explain.add_argument(
         "files", nargs="+", metavar="FILE", help="image files, or one folder"
     )
@@ -409,6 +424,7 @@ def _add_explain_parser(commands) -> None:
                          help="opacity of the heat map over the image (default: 0.5)")
     explain.add_argument("--cmap", default="jet", help="matplotlib colormap (default: jet)")
     explain.add_argument("--dpi", type=int, default=100, help="resolution of the figure")
+    _add_allow_pickle_option(explain)
     explain.set_defaults(run=_explain)
 
 
@@ -528,9 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
         fromfile_prefix_chars="@",
         epilog=_examples(
             "sktransfer extract photos/ -o features.parquet",
-            "sktransfer fit photos/ -o model.joblib",
-            "sktransfer predict model.joblib new/*.jpg",
-            "sktransfer explain model.joblib new/1.jpg -o heatmap.png",
+            "sktransfer fit photos/ -o model.sktransfer",
+            "sktransfer predict model.sktransfer new/*.jpg",
+            "sktransfer explain model.sktransfer new/1.jpg -o heatmap.png",
             "sktransfer demo photos/      # which transfer learning works on your images",
             "sktransfer COMMAND --help    # the options of a command",
         ),

@@ -1,18 +1,26 @@
-"""Exceptions raised by sktransfer.
+"""Exceptions and warnings raised by sktransfer.
 
 Every error the package raises on purpose derives from :class:`SktransferError`
 and also from the built-in class a caller would naturally catch
 (``ValueError`` for bad input, ``OSError`` for unavailable files), so
 ``except ValueError`` keeps working in code written for scikit-learn.
+
+Every file the package reads is untrusted: a file that is damaged, forged
+or larger than it claims raises :class:`CorruptFileError`, and one that asks
+for code to run (a pickle, a ``Lambda`` layer, a global outside an
+allow-list) raises :class:`UnsafeFileError`; both name the file.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CorruptFileError",
     "DatasetNotFoundError",
     "DownloadError",
     "ImageLoadError",
+    "ModelVersionWarning",
     "SktransferError",
+    "UnsafeFileError",
     "WeightsUnavailableError",
 ]
 
@@ -26,16 +34,45 @@ class ImageLoadError(SktransferError, ValueError):
 
     Attributes
     ----------
-    index : int
-        Position of the image in the input.
+    index : int or object
+        Position of the image in the input (for a Dask DataFrame, its index
+        label).
     path : str or None
         The file, when the image was given as a path.
     """
 
-    def __init__(self, message: str, *, index: int, path: str | None = None):
+    def __init__(self, message: str, *, index, path: str | None = None):
         super().__init__(message)
         self.index = index
         self.path = path
+
+
+class _FileError(SktransferError, ValueError):
+    """A file that sktransfer read is refused; ``path`` names it (or None)."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
+class CorruptFileError(_FileError):
+    """A file is damaged, inconsistent, or declares more data than it holds.
+
+    Attributes
+    ----------
+    path : str or None
+        The file.
+    """
+
+
+class UnsafeFileError(_FileError):
+    """A file asks for code to run, which sktransfer refuses to do.
+
+    Attributes
+    ----------
+    path : str or None
+        The file.
+    """
 
 
 class WeightsUnavailableError(SktransferError, OSError):
@@ -58,3 +95,7 @@ class DatasetNotFoundError(SktransferError, FileNotFoundError):
     def __init__(self, message: str, *, download_error: str | None = None):
         super().__init__(message)
         self.download_error = download_error
+
+
+class ModelVersionWarning(UserWarning):
+    """A saved model was written by other versions of sktransfer or its libraries."""

@@ -129,3 +129,18 @@ def tiny_backbone_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("backbones") / "tiny.keras"
     tiny_backbone().save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def saved_classifier(tmp_path_factory):
+    """A small fitted classifier, saved with sktransfer.save_model: (clf, path, images)."""
+    from sktransfer import FineTunedCNNClassifier, save_model
+
+    images = make_images(8)
+    clf = FineTunedCNNClassifier(
+        backbone="mobilenet_v2", weights=None, input_size=SIZE, layer=-2,
+        head_epochs=1, epochs=0, early_stopping=False, random_state=0,
+    ).fit(images, ["cat", "dog"] * 4)
+    path = tmp_path_factory.mktemp("models") / "model.sktransfer"
+    save_model(clf, path)
+    return clf, str(path), images

@@ -324,7 +324,7 @@ def test_a_damaged_shard_is_ignored(tmp_path, passes):
     X = make_images(6)
     folder = tmp_path / "features"
     expected = CNNFeatureExtractor(**COMMON, memory=folder).fit(X).transform(X)
-    for part in (folder / "sktransfer-features-v1").iterdir():
+    for part in (folder / "sktransfer-features-v2").iterdir():
         (part / "0damaged.npz").write_bytes(b"")  # a shard cut short by a crash
         (part / "1damaged.npz").write_bytes(b"PK\x03\x04 truncated")
     cache.clear()
@@ -338,7 +338,7 @@ def test_memory_path_expands_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     X = make_images(3)
     CNNFeatureExtractor(**COMMON, memory="~/features").fit(X).transform(X)
-    assert (tmp_path / "features" / "sktransfer-features-v1").is_dir()
+    assert (tmp_path / "features" / "sktransfer-features-v2").is_dir()
 
 
 def test_a_failing_disk_cache_warns_and_returns_the_features(tmp_path, monkeypatch):

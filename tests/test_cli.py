@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import sktransfer
 from sktransfer import CNNFeatureExtractor, _cli_extract
 from sktransfer.cli import build_parser, main
 
@@ -83,7 +84,7 @@ def test_options_mirror_the_estimator_parameters():
     from sktransfer import FineTunedCNNClassifier
 
     args = build_parser().parse_args(
-        ["fit", "data", "-o", "m.joblib", "--layer=-2,-3", "--pooling", "2",
+        ["fit", "data", "-o", "m.sktransfer", "--layer=-2,-3", "--pooling", "2",
          "--input-size", "64x48", "--trainable-blocks", "all", "--no-augment",
          "--no-early-stopping", "--weights", "none"]
     )
@@ -103,11 +104,14 @@ def test_options_mirror_the_estimator_parameters():
         (["extract", "{tree}", "-o", "{tmp}/no/f.csv"], "does not exist"),
         (["extract", "{tree}", "--backbone", "resnet5", "-o", "{tmp}/f.csv"],
          "Unknown backbone 'resnet5'. Did you mean 'ResNet50'"),
-        (["fit", "{tmp}/empty", "-o", "{tmp}/m.joblib"], "has no subfolders"),
-        (["fit", "{tmp}/nowhere", "-o", "{tmp}/m.joblib"], "expected a folder with one subfolder per class"),
-        (["predict", "{tmp}/m.joblib", "{tree}"], "model file not found"),
-        (["predict", "{tree}/cat/000.png", "{tree}/cat/000.png"], "cannot load a model from"),
-        (["predict", "{tmp}/m.joblib", "{tmp}/missing.png"], "no such file or folder: "),
+        (["fit", "{tmp}/empty", "-o", "{tmp}/m.sktransfer"], "has no subfolders"),
+        (["fit", "{tmp}/nowhere", "-o", "{tmp}/m.sktransfer"], "expected a folder with one subfolder per class"),
+        (["predict", "{tmp}/m.sktransfer", "{tree}"], "model file not found"),
+        (["predict", "{tree}/cat/000.png", "{tree}/cat/000.png"],
+         "is not a model saved by 'sktransfer fit'"),
+        (["predict", "{tree}/cat/000.png", "{tree}/cat/000.png", "--allow-pickle"],
+         "cannot load a model from"),
+        (["predict", "{tmp}/m.sktransfer", "{tmp}/missing.png"], "no such file or folder: "),
     ],
 )
 def test_errors_exit_2_with_a_message_on_stderr(arguments, message, tree, capsys):
@@ -227,7 +231,7 @@ def test_extract_with_a_cache_dir_runs_the_network_once(tree, forward_passes, ca
     # Again, to another format: every row comes from the disk cache.
     assert main([*base, "-o", str(tree.parent / "b.npy")]) == 0
     assert forward_passes.images == 0
-    assert (cache / "sktransfer-features-v1").is_dir()  # kept: the user named it
+    assert (cache / "sktransfer-features-v2").is_dir()  # kept: the user named it
 
 
 def test_extract_unreadable_image(tree, capsys):
@@ -275,7 +279,7 @@ def fitted(tmp_path_factory):
     folder = root / "images"
     folder.mkdir()
     save_pngs(make_images(), folder, LABELS)
-    model = root / "model.joblib"
+    model = root / "model.sktransfer"
     capture = root / "stdout.txt"
     with open(capture, "w") as stdout:
         old, sys.stdout = sys.stdout, stdout
@@ -295,7 +299,7 @@ def fitted(tmp_path_factory):
 
 def test_fit_saves_the_classifier_and_prints_a_summary(fitted):
     _, model, out = fitted
-    clf = joblib.load(model)
+    clf = sktransfer.load_model(model)
     params = clf.get_params()
     assert params["backbone"] == "mobilenet_v2" and params["weights"] is None
     assert (params["layer"], params["input_size"], params["trainable_blocks"]) == (-2, 32, 1)
@@ -315,7 +319,7 @@ def test_predict_prints_path_and_label(fitted, capsys):
     assert main(["predict", str(model), *files]) == 0
     captured = capsys.readouterr()
     lines = [line.split("\t") for line in captured.out.splitlines()]
-    expected = joblib.load(model).predict(files)
+    expected = sktransfer.load_model(model).predict(files)
     assert lines == [[f, label] for f, label in zip(files, expected)]
     assert "predict [" in captured.err  # the progress bar stays off stdout
 
@@ -331,7 +335,7 @@ def test_predict_probabilities_to_stdout_and_csv(fitted, tmp_path, capsys):
     output = tmp_path / "predictions.csv"
     assert main(["predict", str(model), str(folder), "--proba", "-o", str(output)]) == 0
     table = pd.read_csv(output)
-    clf = joblib.load(model)
+    clf = sktransfer.load_model(model)
     proba = clf.predict_proba(table["path"].tolist())
     np.testing.assert_allclose(table[["proba_cat", "proba_dog", "proba_eel"]], proba, rtol=1e-5)
     assert table["label"].tolist() == clf.predict(table["path"].tolist()).tolist()
@@ -358,7 +362,10 @@ def test_explain_refuses_a_model_without_heat_maps(tmp_path, tree, capsys):
     joblib.dump(DummyClassifier().fit([[0], [1]], [0, 1]), model)
     png = str(tree / "cat" / "000.png")
     assert main(["explain", str(model), png, "-o", str(tmp_path / "h.png")]) == 2
-    assert "heat maps need a FineTunedCNNClassifier" in capsys.readouterr().err
+    assert "Loading a pickle runs whatever code it holds" in capsys.readouterr().err
+    arguments = ["explain", str(model), png, "-o", str(tmp_path / "h.png"), "--allow-pickle"]
+    assert main(arguments) == 2
+    assert "which does not take images" in capsys.readouterr().err
 
 
 # --- the real console script on real photos ----------------------------------
@@ -396,7 +403,7 @@ def test_console_script_fit_predict_explain_on_real_photos(tmp_path):
             cwd=tmp_path, timeout=300, check=False,
         )
 
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model.sktransfer"
     fit = run("fit", folder, "--input-size", "64", "--trainable-blocks", "0",
               "--no-augment", "--head-learning-rate", "0.01", "--head-epochs", "15",
               "--no-early-stopping", "--random-state", "0", "-o", model)
