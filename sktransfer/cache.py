@@ -216,14 +216,21 @@ _disks: dict = {}
 _disks_lock = threading.Lock()
 
 
-def disk_cache(memory) -> _DiskCache | None:
-    """The process-wide disk cache of an estimator's ``memory`` parameter."""
+def memory_location(memory) -> str | None:
+    """The absolute folder of an estimator's ``memory`` parameter, or None."""
     if memory is None:
         return None
     location = getattr(memory, "location", memory)  # a joblib.Memory
     if location is None:  # joblib.Memory(None) caches nothing
         return None
-    root = os.path.abspath(os.path.expanduser(os.fspath(location)))
+    return os.path.abspath(os.path.expanduser(os.fspath(location)))
+
+
+def disk_cache(memory) -> _DiskCache | None:
+    """The process-wide disk cache of an estimator's ``memory`` parameter."""
+    root = memory_location(memory)
+    if root is None:
+        return None
     with _disks_lock:
         if root not in _disks:
             _disks[root] = _DiskCache(root)

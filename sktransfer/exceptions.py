@@ -8,7 +8,13 @@ and also from the built-in class a caller would naturally catch
 
 from __future__ import annotations
 
-__all__ = ["ImageLoadError", "SktransferError", "WeightsUnavailableError"]
+__all__ = [
+    "ConversionError",
+    "EngineUnavailableError",
+    "ImageLoadError",
+    "SktransferError",
+    "WeightsUnavailableError",
+]
 
 
 class SktransferError(Exception):
@@ -34,3 +40,11 @@ class ImageLoadError(SktransferError, ValueError):
 
 class WeightsUnavailableError(SktransferError, OSError):
     """Pretrained weights could not be obtained (no network, missing package)."""
+
+
+class EngineUnavailableError(SktransferError, ImportError):
+    """An inference engine was asked for whose optional extra is not installed."""
+
+
+class ConversionError(SktransferError, RuntimeError):
+    """A network could not be converted for an inference engine."""
