@@ -18,7 +18,8 @@ row time) within the repeat. "first call" is the first transform of a
 fresh estimator (the conversion included); "RSS growth" the peak resident
 memory over that call. ``--classifier`` adds ``FineTunedCNNClassifier``'s
 ``predict_proba`` with ``engine="tensorflow"`` against ``"auto"`` (converted)
-on the same fitted model.
+on the same fitted model, what one conversion of it takes (and what
+``"auto"`` expects it to take), and how many predicted images repay it.
 
     python benchmarks/bench_engines.py --backbones efficientnet_lite0 --classifier
 """
@@ -134,7 +135,7 @@ def extraction(backbone: str, args) -> list[str]:
 
 
 def classifier(backbone: str, args) -> list[str]:
-    from sktransfer import FineTunedCNNClassifier
+    from sktransfer import FineTunedCNNClassifier, _engines, _training
 
     size = args.size
     rng = np.random.default_rng(0)
@@ -160,11 +161,22 @@ def classifier(backbone: str, args) -> list[str]:
         ratios.append(tf_time / auto_time)
     n = len(images)
     same = float((today.argmax(axis=1) == proba.argmax(axis=1)).mean())
+    # What one conversion of the fitted network costs, against what "auto"
+    # expects it to cost; and the predictions that repay it.
+    conversion, _ = _timed(lambda: _engines.compile_onnx(
+        _engines.export_onnx(_training.inference_model(clf.model_), (size, size)),
+        _engines.Engine("onnxruntime"),
+    ))
+    expected = (
+        _engines.CONVERSION_SECONDS
+        + _engines.CONVERSION_SECONDS_PER_WEIGHT * clf.model_.count_params()
+    )
+    saved = statistics.median(tf_times) / n - statistics.median(auto_times) / n
     return [
         f"| {backbone} | {n / statistics.median(tf_times):.1f}"
         f" | {n / statistics.median(auto_times):.1f} ({calls})"
         f" | **{statistics.median(ratios):.2f}** | {np.abs(today - proba).max():.1e}"
-        f" | {same:.4f} |"
+        f" | {same:.4f} | {conversion:.1f} ({expected:.1f}) | {conversion / saved:.0f} |"
     ]
 
 
@@ -195,7 +207,8 @@ def main():
     if args.classifier:
         tables.append((
             "| backbone | predict_proba, engine=\"tensorflow\" (img/s) "
-            "| engine=\"auto\" (img/s) | speed-up | max abs proba diff | same predictions |",
+            "| engine=\"auto\" (img/s) | speed-up | max abs proba diff | same predictions "
+            "| conversion, s (auto's estimate) | images that repay it |",
             classifier,
         ))
     for header, rows in tables:

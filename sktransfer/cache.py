@@ -14,7 +14,9 @@ every candidate, the refit). So pooled features are cached per image:
 
 A row is keyed by the image's content fingerprint and by everything that
 changes features (backbone, weights, input size, preprocessing, precision,
-XLA, cut layer, pooling), see :mod:`sktransfer._fingerprint`. Rows are
+XLA, cut layer, pooling), see :mod:`sktransfer._fingerprint`. Not by the
+inference engine: the float32 engines agree to about 1e-5 and share rows;
+``precision="bfloat16"`` is keyed apart. Rows are
 stored per (layer, pooling) part, so ``layer=[-1, -2]`` reuses the rows of
 ``layer=-1`` and ``"avgmax"`` those of ``"avg"`` and ``"max"``. Features
 from the cache are the very floats the network produced (the forward pass

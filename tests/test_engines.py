@@ -79,7 +79,7 @@ def test_every_pooling_and_cut_agrees_with_tensorflow(backbone, engine, mobilene
 @pytest.mark.parametrize("engine", ENGINES)
 def test_extractor_with_an_engine_agrees_with_tensorflow(engine, empty_cache):
     X = make_images(5, SIZE)
-    params = dict(input_size=SIZE, layer=[-1, -3], pooling="avgmax", cache=False)
+    params = dict(input_size=SIZE, layer=[-4, -5], pooling="avgmax", cache=False)
     expected = CNNFeatureExtractor(engine="tensorflow", **params).fit_transform(X)
     features = CNNFeatureExtractor(engine=engine, **params).fit_transform(X)
     np.testing.assert_allclose(features, expected, rtol=0, atol=1e-4)
@@ -150,7 +150,7 @@ def test_auto_converts_once_tensorflow_has_run_as_long_as_converting_takes(
     monkeypatch.setattr(_engines, "CONVERSION_SECONDS", 0.0)
     monkeypatch.setattr(_engines, "CONVERSION_SECONDS_PER_WEIGHT", 1.0)  # never pays
     X = make_images(4, SIZE)
-    params = dict(input_size=SIZE, layer=-3, cache=False, batch_size=2)
+    params = dict(input_size=SIZE, layer=-5, cache=False, batch_size=2)
     extractor = CNNFeatureExtractor(**params).fit(X)
     extractor._network().functions.clear()
     expected = CNNFeatureExtractor(engine="tensorflow", **params).fit_transform(X)
@@ -181,6 +181,7 @@ def test_an_unconvertible_network_falls_back_under_auto_and_raises_when_named(
     monkeypatch.setattr(_engines, "_CPU_ORDER", ("onnxruntime",))
     X = make_images(3, SIZE)
     params = dict(input_size=SIZE, layer=-5, cache=False)
+    load_network("efficientnet_lite0", "imagenet", (SIZE, SIZE)).functions.clear()
     with pytest.warns(UserWarning, match="could not be converted.*TensorFlow runs it"):
         features = CNNFeatureExtractor(**params).fit_transform(X)
     expected = CNNFeatureExtractor(engine="tensorflow", **params).fit_transform(X)
@@ -315,7 +316,7 @@ def fitted_classifier():
 
     X = make_images(12, SIZE)
     clf = FineTunedCNNClassifier(
-        input_size=SIZE, layer=-3, head_epochs=1, epochs=1, trainable_blocks=1,
+        input_size=SIZE, layer=-4, head_epochs=1, epochs=1, trainable_blocks=1,
         augment=False, early_stopping=False, random_state=0, engine="tensorflow",
     ).fit(X, np.array(["cat", "dog", "eel"] * 4))
     return clf, X
@@ -373,7 +374,7 @@ def test_classifier_stages_take_the_frozen_networks_output_from_the_engine(
     monkeypatch.setattr(_engines.EngineFunction, "__call__", spy)
     X = make_images(6, SIZE)
     FineTunedCNNClassifier(
-        input_size=SIZE, layer=-3, head_epochs=1, epochs=1, trainable_blocks=1,
+        input_size=SIZE, layer=-4, head_epochs=1, epochs=1, trainable_blocks=1,
         augment=False, early_stopping=False, random_state=0, engine="onnxruntime",
         batch_size=6,
     ).fit(X, [0, 1] * 3)
