@@ -82,10 +82,11 @@ default="float32"
         are installed by ``pip install "sktransfer[fast]"`` (ONNX Runtime)
         and ``"sktransfer[openvino]"``. ``"auto"`` runs TensorFlow on a GPU,
         and otherwise the fastest installed engine, converting the network
-        once TensorFlow has run it on about 1000 images of 224 x 224 in the
-        process (a conversion takes seconds, which fewer images do not
-        repay); a network already converted is used at once. Without the
-        extras, ``"auto"`` is TensorFlow. See :mod:`sktransfer._engines`.
+        once TensorFlow has run it in the process for as long as the
+        conversion is expected to take (seconds: about 1.2 s per million
+        weights, which a small job would not repay); a network already
+        converted is used at once. Without the extras, ``"auto"`` is
+        TensorFlow. See :mod:`sktransfer._engines`.
     jit_compile : bool, default=False
         Compile TensorFlow's forward pass with XLA.
     cache : bool, default=True
