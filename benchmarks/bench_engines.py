@@ -37,7 +37,8 @@ import numpy as np
 
 from _common import PeakMemory, hand_written_forward, machine
 
-WEIGHTS = {"efficientnet_lite0": "imagenet"}  # the others cannot download here
+#: The others cannot download here: random weights (He-initialised), as fast.
+WEIGHTS = {"efficientnet_lite0": "imagenet"}
 
 
 def _timed(function):
@@ -67,6 +68,22 @@ def _warm_auto(call, estimator, limit: int = 20) -> str:
     return f"not converted after {limit} calls"
 
 
+def _he_initialize(model):
+    """Random weights whose features do not vanish, so the diff column means something.
+
+    Keras' default initialisation of MobileNetV2 gives features of 1e-17;
+    the tests' He initialisation (identity BatchNorm) gives features of order
+    one. The network is the cached one every estimator here uses.
+    """
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.conftest import he_initialize
+
+    he_initialize(model)
+
+
 def _engine_rows(args):
     from sktransfer import _engines
 
@@ -86,6 +103,8 @@ def extraction(backbone: str, args) -> list[str]:
     images = rng.integers(0, 256, size=(args.n_images, size, size, 3), dtype=np.uint8)
     weights = WEIGHTS.get(backbone)
     model = load_network(backbone, weights, (size, size)).model
+    if weights is None:
+        _he_initialize(model)
     preprocess = backbones.preprocess_input(backbone)
 
     compiled = hand_written_forward(model, preprocess, images, batch)
@@ -194,7 +213,16 @@ def main():
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 row")
     args = parser.parse_args()
 
+    from importlib import metadata
+
     print(f"Machine: {machine()}\n")
+    versions = []
+    for name in ("onnxruntime", "openvino", "onnx", "tf2onnx"):
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} not installed")
+    print(f"Engines: {', '.join(versions)}.\n")
     print(
         f"{args.n_images} images of {args.size}x{args.size}, batch {args.batch_size}, "
         f"median of {args.repeats} interleaved repeats.\n"

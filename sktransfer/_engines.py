@@ -16,8 +16,8 @@ Nothing here imports them until a network is converted.
 
 ``engine="auto"`` runs TensorFlow on a GPU or under a mixed-precision
 policy, and otherwise the fastest installed engine: ONNX Runtime, then
-OpenVINO, then TensorFlow. A conversion takes seconds, about 1.2 s per
-million weights on 2 cores (5 s for EfficientNet-Lite0, 28 s for ResNet50),
+OpenVINO, then TensorFlow. A conversion takes seconds, about 1.5 s per
+million weights on 2 cores (5 s for EfficientNet-Lite0, 38 s for ResNet50),
 which a few hundred images do not repay. So ``"auto"`` first runs
 TensorFlow and converts a network once TensorFlow has spent as long on it in
 the process as converting it is expected to take: the rent-or-buy rule,
@@ -57,8 +57,8 @@ _MODULES = {
 _CPU_ORDER = ("onnxruntime", "openvino")
 #: Expected seconds of a conversion: a constant and a cost per weight,
 #: measured on 2 cores (benchmarks/README.md, "Conversion").
-CONVERSION_SECONDS = 0.5
-CONVERSION_SECONDS_PER_WEIGHT = 1.2e-6
+CONVERSION_SECONDS = 1.0
+CONVERSION_SECONDS_PER_WEIGHT = 1.5e-6
 #: Precisions that are Keras dtype policies: TensorFlow runs those.
 TENSORFLOW_PRECISIONS = ("mixed_float16", "mixed_bfloat16")
 

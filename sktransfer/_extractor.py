@@ -83,7 +83,7 @@ default="float32"
         and ``"sktransfer[openvino]"``. ``"auto"`` runs TensorFlow on a GPU,
         and otherwise the fastest installed engine, converting the network
         once TensorFlow has run it in the process for as long as the
-        conversion is expected to take (seconds: about 1.2 s per million
+        conversion is expected to take (seconds: about 1.5 s per million
         weights, which a small job would not repay); a network already
         converted is used at once. Without the extras, ``"auto"`` is
         TensorFlow. See :mod:`sktransfer._engines`.
