@@ -86,7 +86,8 @@ def test_extractor_with_an_engine_agrees_with_tensorflow(engine, empty_cache):
 
 
 def test_auto_chooses_by_device_precision_and_what_is_installed(monkeypatch):
-    tf = __import__("tensorflow")
+    import tensorflow as tf
+
     fastest = next((e for e in ("onnxruntime", "openvino") if _engines.installed(e)), None)
     auto = _engines.choose("auto")
     assert auto == (Engine(fastest, on_demand=True) if fastest else _engines.TENSORFLOW)
