@@ -462,3 +462,33 @@ def test_bfloat16_is_opt_in_keyed_apart_and_needs_the_cpu(monkeypatch, empty_cac
         pytest.skip("this CPU has no bfloat16 instructions")
     reduced = CNNFeatureExtractor(precision="bfloat16", **params).fit_transform(X)
     assert 0 < np.abs(reduced - exact).max() < 0.05 * np.abs(exact).max()
+
+
+def test_cli_predict_runs_a_saved_model_on_the_engine(
+    fitted_classifier, tmp_path, capsys, monkeypatch
+):
+    if not _engines.installed("onnxruntime"):
+        pytest.skip("extra [fast]")
+    import joblib
+
+    engines = []
+    original = _engines.compile_onnx
+    monkeypatch.setattr(
+        _engines, "compile_onnx", lambda onnx, engine: engines.append(engine.name)
+        or original(onnx, engine),
+    )
+
+    from sktransfer.cli import main
+
+    from .conftest import save_pngs
+
+    clf, X = fitted_classifier
+    model = tmp_path / "model.joblib"
+    joblib.dump(clf, model)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = save_pngs(X[:4], folder)
+    assert main(["predict", str(model), *paths, "--engine", "onnxruntime"]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert lines == [[p, label] for p, label in zip(paths, clf.predict(paths))]
+    assert engines == ["onnxruntime"]
