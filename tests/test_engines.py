@@ -492,3 +492,23 @@ def test_cli_predict_runs_a_saved_model_on_the_engine(
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert lines == [[p, label] for p, label in zip(paths, clf.predict(paths))]
     assert engines == ["onnxruntime"]
+
+
+def test_a_grid_search_never_converts_for_its_small_predictions(monkeypatch, empty_cache):
+    """Each candidate's model is its own; its fold's predictions do not repay one."""
+    if not _engines.installed("onnxruntime"):
+        pytest.skip("extra [fast]")
+    from sklearn.model_selection import GridSearchCV
+
+    from sktransfer import FineTunedCNNClassifier
+
+    exports = []
+    monkeypatch.setattr(_engines, "export_onnx", lambda *a: exports.append(a))
+    monkeypatch.setattr(_engines, "_CPU_ORDER", ("onnxruntime",))
+    clf = FineTunedCNNClassifier(
+        backbone="mobilenet_v2", weights=None, input_size=32, head_epochs=1, epochs=0,
+        early_stopping=False, random_state=0,
+    )
+    search = GridSearchCV(clf, {"dropout": [0.0, 0.5]}, cv=2, refit=False)
+    search.fit(make_images(8, 32), [0, 1] * 4)
+    assert exports == []
