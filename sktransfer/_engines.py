@@ -218,6 +218,7 @@ class EngineFunction:
         self._input_size = tuple(input_size)
         self._key = key
         self._folders: list[str] = []
+        self._looked: set[str] = set()  # folders already searched for the model
         self._run = None
         self._onnx: bytes | None = None
         # Rent paid so far (seconds TensorFlow ran), and the price of buying.
@@ -279,12 +280,21 @@ class EngineFunction:
                 )
                 self._given_up = True
                 return self.tensorflow_function
-            self._onnx = onnx
+            if self._key is not None:
+                self._onnx = onnx  # for folders added later
             self._model = None  # the Keras model is not needed any more
             return self._run
 
     def _stored(self) -> bytes | None:
+        """A verified model from a folder not searched before, or None.
+
+        Each folder is searched once: a missing or rejected file is not
+        read (nor warned about) again at every batch until the rent is paid.
+        """
         for folder in self._folders:
+            if folder in self._looked:
+                continue
+            self._looked.add(folder)
             onnx = _load(folder, self._key)
             if onnx is not None:
                 return onnx
