@@ -158,9 +158,11 @@ def count_passes():
     """Counts images sent through the network for features (a list of one int).
 
     Wraps ``sktransfer._network.FeatureFunction.__call__`` for the block only:
-    every forward pass of the extractor and of stage-1 features goes there.
+    every forward pass of the extractor and of stage-1 features goes there,
+    or, once an engine has converted the network, to the engine's batch
+    function (``sktransfer._engines.compile_onnx``), wrapped too.
     """
-    from sktransfer import _network
+    from sktransfer import _engines, _network
 
     counted = [0]
     original = _network.FeatureFunction.__call__
@@ -170,10 +172,35 @@ def count_passes():
         return original(self, batch)
 
     _network.FeatureFunction.__call__ = counting
+    _ENGINE_COUNTERS.append(counted)
+    if not hasattr(_engines.compile_onnx, "counting"):
+        _engines.compile_onnx = _counting_compile(_engines.compile_onnx)
     try:
         yield counted
     finally:
         _network.FeatureFunction.__call__ = original
+        _ENGINE_COUNTERS.remove(counted)
+
+
+#: The counters of the open ``count_passes`` blocks. A network converted in
+#: one block keeps its engine function for the next, so engine batches are
+#: counted for whichever blocks are open when they run.
+_ENGINE_COUNTERS: list = []
+
+
+def _counting_compile(compile_onnx):
+    def compile_counting(onnx, engine):
+        run = compile_onnx(onnx, engine)
+
+        def counting_run(batch):
+            for counted in _ENGINE_COUNTERS:
+                counted[0] += len(batch)
+            return run(batch)
+
+        return counting_run
+
+    compile_counting.counting = True
+    return compile_counting
 
 
 def extractor(input_size: int, **params):

@@ -18,12 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from _common import machine, median_time
+from _common import hand_written_forward, machine, median_time
 
 
 def run(backbone: str, n_images: int, size: int, batch_size: int, repeats: int):
     import keras
-    import tensorflow as tf
 
     from sktransfer import CNNFeatureExtractor, backbones
 
@@ -39,17 +38,7 @@ def run(backbone: str, n_images: int, size: int, batch_size: int, repeats: int):
     model = load_network(backbone, None, (size, size)).model
     preprocess = backbones.preprocess_input(backbone)
 
-    @tf.function(input_signature=[tf.TensorSpec((None, size, size, 3), tf.float32)])
-    def forward(x):
-        return tf.reduce_mean(model(preprocess(x), training=False), axis=[1, 2])
-
-    def hand_written():
-        out = [
-            forward(tf.constant(images[i : i + batch_size], tf.float32)).numpy()
-            for i in range(0, n_images, batch_size)
-        ]
-        return np.concatenate(out)
-
+    hand_written = hand_written_forward(model, preprocess, images, batch_size)
     pooled = keras.Model(model.input, keras.layers.GlobalAveragePooling2D()(model.output))
 
     def predict():

@@ -2,7 +2,7 @@
 
 One name for one idea: ``backbone``, ``weights``, ``layer``, ``pooling``,
 ``input_size``, ``preprocessing``, ``batch_size``, ``on_error``,
-``precision`` and ``verbose`` mean the same in every estimator.
+``precision``, ``engine`` and ``verbose`` mean the same in every estimator.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from numbers import Integral
 
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from . import _inputs, _pooling
+from . import _engines, _inputs, _pooling
 from ._fingerprint import FINGERPRINTS
 from ._network import PRECISIONS, load_network, normalize_input_size
 from .backbones._registry import PREPROCESSING_MODES
@@ -30,7 +30,8 @@ BACKBONE_CONSTRAINTS: dict = {
     "preprocessing": [StrOptions(set(PREPROCESSING_MODES)), callable, None],
     "batch_size": [Interval(Integral, 1, None, closed="left")],
     "on_error": [StrOptions(set(_inputs.ON_ERROR_OPTIONS))],
-    "precision": [StrOptions(set(PRECISIONS))],
+    "precision": [StrOptions({*PRECISIONS, "bfloat16"})],
+    "engine": [StrOptions(set(_engines.ENGINES))],
     "verbose": ["verbose"],
 }
 
@@ -70,12 +71,25 @@ class BackboneMixin:
             new._skl_callbacks = self._skl_callbacks
         return new
 
+    def __setstate__(self, state):
+        # An estimator pickled before the engine parameter existed.
+        state.setdefault("engine", "auto")
+        super().__setstate__(state)
+
     def _check_backbone_params(self):
         """Checks beyond the constraint table; returns the network."""
         _pooling.check_pooling(self.pooling)
+        self._engine()  # a missing extra or an engine that cannot run precision
         return self._network()  # load_network checks weights and backbone paths
 
     def _network(self):
         return load_network(
-            self.backbone, self.weights, normalize_input_size(self.input_size), self.precision
+            self.backbone,
+            self.weights,
+            normalize_input_size(self.input_size),
+            _engines.network_precision(self.precision),
         )
+
+    def _engine(self) -> _engines.Engine:
+        """What runs the forward pass (chosen again at each use: the GPU may come)."""
+        return _engines.choose(self.engine, self.precision)

@@ -15,7 +15,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from . import _callbacks, _features, _inputs, _training
+from . import _callbacks, _engines, _features, _inputs, _training
 from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
@@ -98,8 +98,20 @@ default="auto"
     on_error : {"raise", "nan"}, default="raise"
         For unreadable files in ``predict_proba``/``decision_function``: raise,
         or NaN rows with a warning. ``fit`` always raises.
-    precision : {"float32", "mixed_float16", "mixed_bfloat16"}, \
+    precision : {"float32", "mixed_float16", "mixed_bfloat16", "bfloat16"}, \
 default="float32"
+        As in :class:`CNNFeatureExtractor`; ``"bfloat16"`` applies to
+        inference only (the frozen network's features, predictions): the
+        network trains in float32.
+    engine : {"auto", "tensorflow", "onnxruntime", "openvino"}, default="auto"
+        What runs inference, as in :class:`CNNFeatureExtractor`: the frozen
+        network whose features and maps the stages train on, and the
+        trained network in ``predict_proba``, ``decision_function`` and
+        ``predict``. Training is TensorFlow's (and Grad-CAM's
+        ``explain``). The trained network is converted after ``fit``: at
+        the first prediction with an explicit engine; with ``"auto"`` once
+        TensorFlow has predicted for as long as the conversion takes, so
+        the many small predictions of a grid search never pay for one.
     augment_head : bool or "auto", default="auto"
         Whether ``augment`` also applies in stage 1. False is the bottleneck
         recipe of the Keras blog: the new top trains on the pooled features
@@ -229,6 +241,7 @@ default="float32"
         random_state=None,
         on_error="raise",
         precision="float32",
+        engine="auto",
         augment_head="auto",
         cache=True,
         memory=None,
@@ -258,6 +271,7 @@ default="float32"
         self.random_state = random_state
         self.on_error = on_error
         self.precision = precision
+        self.engine = engine
         self.augment_head = augment_head
         self.cache = cache
         self.memory = memory
@@ -427,6 +441,7 @@ default="float32"
             verbose=self.verbose,
             progress=progress,
             eager=not maps,
+            engine=self._engine(),
         )
 
     def _maps_boundary(self, network, n_images: int):
@@ -486,7 +501,9 @@ default="float32"
     def _function(self, output: str):
         """A compiled forward pass of the trained model to one output."""
         functions = self.__dict__.setdefault("_functions", {})
-        if output not in functions:
+        engine = self._engine()
+        key = (output, engine)
+        if key not in functions:
             import keras
 
             from ._tensorflow import tensorflow
@@ -501,8 +518,17 @@ default="float32"
                 input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
                 autograph=False,  # a plain model call: nothing to convert
             )
-            functions[output] = lambda batch: compiled(batch).numpy()
-        return functions[output]
+            functions[key] = lambda batch: compiled(batch).numpy()
+            if engine.name != "tensorflow":
+                # Kept with the estimator only: a fitted model is its own.
+                functions[key] = _engines.EngineFunction(
+                    functions[key],
+                    lambda: _training.inference_model(self.model_, output),
+                    engine,
+                    self.input_size_,
+                    model.count_params(),
+                )
+        return functions[key]
 
     def _forward(self, X, output: str) -> np.ndarray:
         check_is_fitted(self)
@@ -633,7 +659,7 @@ default="float32"
             from ._serialization import model_from_bytes
 
             state["model_"] = model_from_bytes(state["model_"])
-        self.__dict__.update(state)
+        super().__setstate__(state)
 
     def __copy__(self):
         # Shallow, as copy.copy should be: without this, copying would go

@@ -165,12 +165,22 @@ def _tsv(row: list[str]) -> str:
     return buffer.getvalue()[:-1]
 
 
+def _use_engine(model, engine: str) -> None:
+    """Run a loaded model's inference on ``engine`` (its steps', for a pipeline)."""
+    steps = getattr(model, "named_steps", {})
+    for estimator in [model, *steps.values()]:
+        if hasattr(estimator, "_engine"):
+            estimator.set_params(engine=engine)
+            estimator._engine()  # a missing extra: said before any image is read
+
+
 def run_predict(args, *, say, warn) -> int:
     """Print (or write as CSV) the predicted label, and probabilities, of each image."""
     paths, _ = images_from_arguments(args.files, warn=warn)
     if args.output is not None:
         check_output(args.output, (".csv",))
     model = load_model(args.model, allow_pickle=args.allow_pickle, warn=warn)
+    _use_engine(model, args.engine)
     if args.proba and not hasattr(model, "predict_proba"):
         raise CommandError(
             f"--proba: the {type(model).__name__} in {args.model!r} has no predict_proba."

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _inputs, _pooling
-from .cache import disk_cache, memory_cache
+from ._engines import TENSORFLOW, key_suffix
+from .cache import disk_cache, memory_cache, memory_location
 
 #: Poolings kept for every block a pass goes through.
 EAGER_POOLINGS = ("avg", "max")
@@ -64,9 +65,13 @@ def cacheable(preprocessing) -> bool:
     return preprocessing is None or isinstance(preprocessing, str)
 
 
-def feature_key(network, preprocessing, jit_compile) -> tuple:
-    """What every part key of these features shares."""
-    return (network.cache_key(), preprocessing, bool(jit_compile))
+def feature_key(network, preprocessing, jit_compile, engine=TENSORFLOW) -> tuple:
+    """What every part key of these features shares.
+
+    The engine adds to it only where its features differ (reduced
+    precision): rows agree across float32 engines, so they are shared.
+    """
+    return (network.cache_key(), preprocessing, bool(jit_compile), *key_suffix(engine))
 
 
 def part_keys(base: tuple, parts) -> list[str]:
@@ -91,11 +96,14 @@ def features(
     verbose=0,
     progress=None,
     eager: bool = True,
+    engine=TENSORFLOW,
 ) -> np.ndarray:
     """Pooled features of ``layers`` for every image, through the caches.
 
     Parameters
     ----------
+    engine : _engines.Engine
+        What runs the network (see :func:`sktransfer._engines.choose`).
     eager : bool
         Also keep the cheap parts of the pass (see :func:`eager_parts`);
         False computes and stores only what is asked.
@@ -115,7 +123,7 @@ def features(
     if not cacheable(preprocessing):
         cache, disk = False, None
     if not cache and disk is None:
-        function = network.feature_function(parts, preprocessing, jit_compile)
+        function = _function(network, parts, preprocessing, jit_compile, engine, memory)
         width = sum(_width(network, part) for part in parts)
         if progress is not None:
             progress.begin(len(images), batch_size)
@@ -130,7 +138,7 @@ def features(
     widths = [_width(network, part) for part in parts]
     out = np.empty((len(images), sum(widths)), dtype=np.float32)
     found = np.zeros((len(images), len(parts)), dtype=bool)
-    base = feature_key(network, preprocessing, jit_compile)
+    base = feature_key(network, preprocessing, jit_compile, engine)
     names = part_keys(base, parts)
     offsets = np.concatenate([[0], np.cumsum(widths)])
     memory_rows = memory_cache()
@@ -155,7 +163,9 @@ def features(
         progress.begin(len(todo), batch_size)
     if len(todo):
         computed_parts = eager_parts(network, parts) if eager else parts
-        function = network.feature_function(computed_parts, preprocessing, jit_compile)
+        function = _function(
+            network, computed_parts, preprocessing, jit_compile, engine, memory
+        )
         computed_widths = [_width(network, part) for part in computed_parts]
         store = _Store(
             part_keys(base, computed_parts), computed_widths, [keys[i] for i in todo],
@@ -183,6 +193,15 @@ def features(
             q = computed_parts.index(part)
             out[todo, offsets[p] : offsets[p + 1]] = computed[:, bounds[q] : bounds[q + 1]]
     return out
+
+
+def _function(network, parts, preprocessing, jit_compile, engine, memory):
+    """The network's feature function; a converted one is also kept in ``memory``."""
+    function = network.feature_function(parts, preprocessing, jit_compile, engine)
+    location = memory_location(memory)
+    if location is not None and hasattr(function, "add_folder"):
+        function.add_folder(location)
+    return function
 
 
 class _Store:

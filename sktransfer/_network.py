@@ -123,20 +123,48 @@ class Network:
             for i, b in enumerate(self.blocks)
         )
 
-    def feature_function(self, parts, preprocessing, jit_compile):
-        """The cached compiled :class:`FeatureFunction` of ``parts``.
+    def feature_function(self, parts, preprocessing, jit_compile, engine=None):
+        """The cached compiled feature function of ``parts``.
 
         ``parts`` is a list of (layer name, pooling) pairs; the function
-        returns their pooled features concatenated in that order.
+        returns their pooled features concatenated in that order. It is a
+        :class:`FeatureFunction` for TensorFlow (``engine`` None), else an
+        :class:`~sktransfer._engines.EngineFunction` converted from it,
+        keyed by the network's current weights (a user's model trained in
+        place is converted again) and named on disk by them, the
+        preprocessing and the parts.
         """
         key = (tuple(parts), preprocessing_key(preprocessing), jit_compile)
+        converted = engine is not None and engine.name != "tensorflow"
+        if converted:
+            weights_key = self.cache_key()
+            key += (engine, weights_key)
         with _lock:
             if key in self.functions:
                 self.functions.move_to_end(key)
                 return self.functions[key]
-            function = FeatureFunction(
-                self, parts, self._preprocess(preprocessing), jit_compile
-            )
+            if not converted:
+                function = FeatureFunction(
+                    self, parts, self._preprocess(preprocessing), jit_compile
+                )
+            else:
+                from ._engines import EngineFunction
+                from ._fingerprint import text_key
+
+                forward = self.feature_function(parts, preprocessing, jit_compile)
+                export_key = (
+                    text_key("onnx", weights_key, preprocessing, tuple(parts))
+                    if isinstance(preprocessing, str) or preprocessing is None
+                    else None  # a callable has no identity across processes
+                )
+                function = EngineFunction(
+                    forward,
+                    forward.keras_model,
+                    engine,
+                    self.input_size,
+                    forward.truncated.count_params(),
+                    export_key,
+                )
             self.functions[key] = function
             if len(self.functions) > _MAX_FUNCTIONS_PER_NETWORK:
                 self.functions.popitem(last=False)
@@ -185,7 +213,7 @@ class FeatureFunction:
         self.truncated = keras.Model(model.inputs, outputs, name=f"{network.name}_cut")
         self._preprocess = preprocess
         self._parts = [(self.layers.index(layer), pooling) for layer, pooling in parts]
-        height, width = network.input_size
+        height, width = self._input_size = network.input_size
         self._call = tf.function(
             self._forward,
             input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
@@ -202,6 +230,24 @@ class FeatureFunction:
         outputs = [tf.cast(out, tf.float32) for out in outputs]
         pooled = [_pooling.pool(outputs[i], pooling) for i, pooling in self._parts]
         return pooled[0] if len(pooled) == 1 else tf.concat(pooled, axis=-1)
+
+    def keras_model(self):
+        """This forward pass as a built ``keras.Model``, for an engine's export."""
+        import keras
+
+        forward = self._forward
+
+        class Forward(keras.Model):
+            def __init__(self, truncated):
+                super().__init__(name=truncated.name)
+                self.truncated = truncated  # tracked: its weights are exported
+
+            def call(self, x):
+                return forward(x)
+
+        model = Forward(self.truncated)
+        model(np.zeros((1, *self._input_size, 3), dtype=np.float32))
+        return model
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Features (k, n_features) float32 of a (k, h, w, 3) float32 batch.

@@ -95,6 +95,34 @@ def augmentation_layers(augment: dict) -> list:
     return layers
 
 
+def inference_model(model, output: str = "probabilities"):
+    """The trained classifier to ``output`` without its augmentation layers.
+
+    Random layers pass images through unchanged at inference, but their
+    ops stay in an exported graph, and ONNX has none for some of them. The
+    classifier is one chain of layers (see :func:`build_model`), so it is
+    rebuilt from the same layers (shared weights) minus the random ones.
+    """
+    import keras
+
+    random_layers = (
+        keras.layers.RandomFlip,
+        keras.layers.RandomRotation,
+        keras.layers.RandomZoom,
+        keras.layers.RandomTranslation,
+        keras.layers.RandomContrast,
+    )
+    pixels = keras.Input(model.inputs[0].shape[1:], name="pixels")
+    x = pixels
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.InputLayer, *random_layers)):
+            continue
+        x = layer(x, training=False)
+        if layer.name == output:
+            break
+    return keras.Model(pixels, x, name=f"{model.name}_{output}")
+
+
 def make_optimizer(name: str, learning_rate: float):
     import keras
 

@@ -14,7 +14,9 @@ every candidate, the refit). So pooled features are cached per image:
 
 A row is keyed by the image's content fingerprint and by everything that
 changes features (backbone, weights, input size, preprocessing, precision,
-XLA, cut layer, pooling), see :mod:`sktransfer._fingerprint`. Rows are
+XLA, cut layer, pooling), see :mod:`sktransfer._fingerprint`. Not by the
+inference engine: the float32 engines agree to about 1e-5 and share rows;
+``precision="bfloat16"`` is keyed apart. Rows are
 stored per (layer, pooling) part, so ``layer=[-1, -2]`` reuses the rows of
 ``layer=-1`` and ``"avgmax"`` those of ``"avg"`` and ``"max"``. Features
 from the cache are the very floats the network produced when they were
@@ -358,14 +360,21 @@ _disks: dict = {}
 _disks_lock = threading.Lock()
 
 
-def disk_cache(memory) -> _DiskCache | None:
-    """The process-wide disk cache of an estimator's ``memory`` parameter."""
+def memory_location(memory) -> str | None:
+    """The absolute folder of an estimator's ``memory`` parameter, or None."""
     if memory is None:
         return None
     location = getattr(memory, "location", memory)  # a joblib.Memory
     if location is None:  # joblib.Memory(None) caches nothing
         return None
-    root = os.path.abspath(os.path.expanduser(os.fspath(location)))
+    return os.path.abspath(os.path.expanduser(os.fspath(location)))
+
+
+def disk_cache(memory) -> _DiskCache | None:
+    """The process-wide disk cache of an estimator's ``memory`` parameter."""
+    root = memory_location(memory)
+    if root is None:
+        return None
     with _disks_lock:
         if root not in _disks:
             _disks[root] = _DiskCache(root)

@@ -141,6 +141,17 @@ def _add_cut_options(parser) -> None:
     )
 
 
+def _add_engine_option(parser) -> None:
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "tensorflow", "onnxruntime", "openvino"],
+        default="auto",
+        help="what runs the network for inference: auto (default: the fastest "
+        "installed engine for the device), tensorflow, onnxruntime "
+        '(pip install "sktransfer[fast]") or openvino ("sktransfer[openvino]")',
+    )
+
+
 def _add_progress_option(parser) -> None:
     parser.add_argument(
         "--no-progress",
@@ -284,6 +295,7 @@ def _add_extract_parser(commands) -> None:
     extract.add_argument(
         "--no-cache", action="store_true", help="no disk cache: not resumable"
     )
+    _add_engine_option(extract)
     _add_progress_option(extract)
     extract.set_defaults(run=_extract)
 
@@ -355,6 +367,7 @@ def _add_fit_parser(commands) -> None:
         help="Keras' training logs: 1 (or --verbose alone) progress bars, 2 one "
         "line per epoch (default: 0)",
     )
+    _add_engine_option(fit)
     fit.set_defaults(run=_fit)
 
 
@@ -388,6 +401,7 @@ def _add_predict_parser(commands) -> None:
     predict.add_argument("-o", "--output", help="write predictions.csv instead of printing")
     predict.add_argument("--proba", action="store_true", help="add class probabilities")
     _add_allow_pickle_option(predict)
+    _add_engine_option(predict)
     _add_progress_option(predict)
     predict.set_defaults(run=_predict)
 

@@ -14,9 +14,11 @@ allow-list) raises :class:`UnsafeFileError`; both name the file.
 from __future__ import annotations
 
 __all__ = [
+    "ConversionError",
     "CorruptFileError",
     "DatasetNotFoundError",
     "DownloadError",
+    "EngineUnavailableError",
     "ImageLoadError",
     "ModelVersionWarning",
     "SktransferError",
@@ -99,3 +101,11 @@ class DatasetNotFoundError(SktransferError, FileNotFoundError):
 
 class ModelVersionWarning(UserWarning):
     """A saved model was written by other versions of sktransfer or its libraries."""
+
+
+class EngineUnavailableError(SktransferError, ImportError):
+    """An inference engine was asked for whose optional extra is not installed."""
+
+
+class ConversionError(SktransferError, RuntimeError):
+    """A network could not be converted for an inference engine."""
