@@ -449,7 +449,11 @@ def check_model_file(path: str) -> str:
     """What kind of model file ``path`` is: ``"safe"``, ``"pickle"`` or ``"other"``."""
     try:
         with open_regular(path) as file:
-            if zipfile.is_zipfile(file):
+            # By its first bytes: zipfile.is_zipfile looks for a zip's end
+            # record near the end of the file, and a pickled classifier ends
+            # with its Keras network, itself a zip.
+            if file.read(4) == b"PK\x03\x04":
+                file.seek(0)
                 with zipfile.ZipFile(file) as archive:
                     return "safe" if "metadata.json" in archive.namelist() else "other"
     except (OSError, zipfile.BadZipFile):

@@ -469,7 +469,7 @@ def test_cli_predict_runs_a_saved_model_on_the_engine(
 ):
     if not _engines.installed("onnxruntime"):
         pytest.skip("extra [fast]")
-    import joblib
+    import sktransfer
 
     engines = []
     original = _engines.compile_onnx
@@ -483,8 +483,8 @@ def test_cli_predict_runs_a_saved_model_on_the_engine(
     from .conftest import save_pngs
 
     clf, X = fitted_classifier
-    model = tmp_path / "model.joblib"
-    joblib.dump(clf, model)
+    model = tmp_path / "model.sktransfer"
+    sktransfer.save_model(clf, model)
     folder = tmp_path / "images"
     folder.mkdir()
     paths = save_pngs(X[:4], folder)

@@ -127,6 +127,23 @@ def test_cli_loads_a_pickle_only_when_allowed_and_says_what_it_means(
     assert "Loading a pickle runs whatever code it holds" in err and "--allow-pickle" in err
 
 
+def test_a_pickled_classifier_is_named_a_pickle_not_a_foreign_zip(
+    saved_classifier, tmp_path, capsys
+):
+    """A pickle ends with the classifier's Keras network, itself a zip: the
+    file's kind is told by its first bytes, not by a zip record near its end."""
+    from sktransfer._persistence import check_model_file
+
+    clf, _, images = saved_classifier
+    model = tmp_path / "model.joblib"
+    joblib.dump(clf, model)
+    assert check_model_file(str(model)) == "pickle"
+    png = save_pngs(images[:1], tmp_path)[0]
+    assert main(["predict", str(model), png]) == 2
+    assert "is a pickle (joblib) file" in capsys.readouterr().err
+    assert main(["predict", str(model), png, "--allow-pickle"]) == 0
+
+
 # --- hangs ----------------------------------------------------------------------
 
 
