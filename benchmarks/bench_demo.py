@@ -141,7 +141,7 @@ def main() -> None:
             f"{result['estimate_s']:.0f} s / {result['fine_tune_s']:.0f} s |",
             flush=True,
         )
-        with open(os.path.join(work, f"{title.split(',')[0].replace(' ', '_')}.txt"), "w") as f:
+        with open(os.path.join(work, re.sub(r"\W+", "_", title) + ".txt"), "w") as f:
             f.write(result["output"])
     print(f"\nFull outputs in {work}")
 
