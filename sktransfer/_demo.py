@@ -357,6 +357,7 @@ def compare(
     epochs: int = 10,
     learning_rate: float = 3e-4,
     time_budget: float | None = None,
+    engine: str = "auto",
     verbose: int = 1,
 ) -> list[Result]:
     """Score raw pixels, features of each layer, and fine tuning on ``data``."""
@@ -377,7 +378,7 @@ def compare(
     start = time.perf_counter()
     extractor = CNNFeatureExtractor(
         backbone, weights=weights, layer=list(layers), input_size=input_size,
-        verbose=verbose,
+        engine=engine, verbose=verbose,
     )
     say(f"Extracting features of {backbone} at layers {list(layers)} (one pass):")
     # Two images first build the network and compile its pass (cached, so
@@ -423,7 +424,7 @@ def compare(
                     data, backbone=backbone, weights=weights, layer=fine_tune_layer,
                     input_size=input_size, trainable_blocks=trainable_blocks,
                     head_epochs=head_epochs, epochs=epochs, learning_rate=learning_rate,
-                    seed=seed, say=say, estimate=estimate,
+                    seed=seed, say=say, estimate=estimate, engine=engine,
                 )
             )
     return results
@@ -490,6 +491,7 @@ def _fine_tune(
             # A validation split needs images of every class to spare.
             early_stopping=smallest >= 10,
             random_state=seed,
+            engine=params["engine"],
         )
         began = time.perf_counter()
         clf.fit(data.X[train], data.y[train])
@@ -682,6 +684,7 @@ def run_demo(
     epochs: int = 10,
     learning_rate: float = 3e-4,
     time_budget: float | None = 600.0,
+    engine: str = "auto",
 ):
     """Run the demo; returns the results, the recommended row and the figure path.
 
@@ -716,7 +719,8 @@ def run_demo(
         data, backbone=backbone, weights=weights, layers=layers, input_size=input_size,
         seed=seed, fine_tune=fine_tune, fine_tune_layer=fine_tune_layer,
         trainable_blocks=trainable_blocks, head_epochs=head_epochs, epochs=epochs,
-        learning_rate=learning_rate, time_budget=time_budget, verbose=verbose,
+        learning_rate=learning_rate, time_budget=time_budget, engine=engine,
+        verbose=verbose,
     )
     chosen, advice = recommend(results, data)
     table = format_table(results)

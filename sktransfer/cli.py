@@ -219,6 +219,7 @@ def _demo(args) -> int:
         epochs=args.epochs,
         learning_rate=args.learning_rate,
         time_budget=args.time_budget,
+        engine=args.engine,
     )
     return 0
 
@@ -517,6 +518,7 @@ def _add_demo_parser(commands) -> None:
         "nowhere on this machine and the network answers)",
     )
     _add_backbone_options(demo, "efficientnet_lite0")
+    _add_engine_option(demo)
     demo.add_argument(
         "--layers", default="-1,-2,-3",
         help="comma-separated cut points, deepest first (default: -1,-2,-3)",
