@@ -768,7 +768,7 @@ def write_figure(path, results, matrix, names, best) -> None:
     left.set_xticks(range(len(results)), labels)
     left.set_xlabel("method")
     left.set_ylabel("accuracy")
-    left.set_ylim(0, 1)
+    left.set_ylim(0, 1.08)  # room for the labels above bars near 1
     left.set_title("Raw pixels vs CNN features (logistic regression) vs fine tuning")
     image = right.imshow(matrix, cmap="Blues")
     right.set_xticks(range(len(names)), names, rotation=60, ha="right")
