@@ -486,7 +486,7 @@ def _add_demo_parser(commands) -> None:
             "downloaded (30 MB); where none of this works, on scikit-learn's "
             "digits, and it says why.\n\n"
             "--time-budget sizes the fine tuning to finish in time (fewer epochs, "
-            "or the row skipped with a note). About 3 to 4 minutes on 2 CPU cores "
+            "or the row skipped with a note). About 2 to 5 minutes on 2 CPU cores "
             "for the built-in data or 1,000 images of your own."
         ),
         epilog=_examples(
