@@ -593,7 +593,8 @@ def recommend(results: list[Result], data: DemoData) -> tuple[Result, str]:
             "Raw pixels beat every CNN row: these images are far from what the "
             "network learned (try a lower layer, --layers=-3,-4,-5)."
         )
-    per_class = np.unique(data.y, return_counts=True)[1].min()
+    # What the methods trained on: the test images do not count.
+    per_class = np.unique(data.y[data.splits[0][0]], return_counts=True)[1].min()
     if per_class >= 1000 and chosen is not pixels:
         lines.append(
             f"With {per_class}+ images per class, fine tuning more blocks "

@@ -300,9 +300,11 @@ def test_built_in_options_with_a_path_are_refused(fresh_machine, capsys):
 # --- the recommendation and the budget ----------------------------------------------
 
 
-def make_data(n_test: int) -> DemoData:
-    y = np.array([0, 1] * n_test)
-    return DemoData("x", None, y, [(np.arange(0), np.arange(len(y)))], ["0", "1"], "a test set")
+def make_data(n_test: int, n_train: int = 20) -> DemoData:
+    """``n_train`` training images then ``n_test`` test images per class."""
+    y = np.array([0, 1] * (n_train + n_test))
+    train, test = np.arange(2 * n_train), np.arange(2 * n_train, len(y))
+    return DemoData("x", None, y, [(train, test)], ["0", "1"], "a test set")
 
 
 def rows(top, lower, tuned=None, pixels=0.5):
@@ -335,6 +337,15 @@ def test_depth_is_read_in_the_rule_of_thumb_terms():
     assert "lower, more generic features transfer better" in text
     chosen, text = recommend(rows(0.60, 0.62, pixels=0.9), data)
     assert chosen.kind == "pixels" and "Raw pixels beat every CNN row" in text
+
+
+def test_more_blocks_are_suggested_for_many_training_images_only():
+    """Counted on the training images: Fashion-MNIST's 10,000 test images
+    (1,000 a class) once made 100 training images a class look large."""
+    _, text = recommend(rows(0.80, 0.85), make_data(n_test=1000, n_train=100))
+    assert "fine tuning more blocks" not in text
+    _, text = recommend(rows(0.80, 0.85), make_data(n_test=100, n_train=1000))
+    assert "With 1000+ images per class, fine tuning more blocks" in text
 
 
 def test_the_budget_shortens_or_skips_fine_tuning():
