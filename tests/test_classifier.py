@@ -287,6 +287,7 @@ def test_python_objects_are_released_between_fits(data, tiny_backbone_file):
     assert counts[-1] == counts[2], counts
 
 
+@pytest.mark.slow  # 30 fits; test_python_objects_are_released_between_fits is the fast guard
 def test_memory_is_flat_across_many_fits(data, tiny_backbone_file):
     """Fits of one architecture reuse one traced network (see _training.Trainer)."""
     from benchmarks._common import rss_bytes
