@@ -13,7 +13,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    column_or_1d,
+)
 
 from . import _callbacks, _engines, _features, _inputs, _training
 from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
@@ -288,9 +292,12 @@ default="float32"
             As for :class:`CNNFeatureExtractor`; files are read batch by
             batch, every epoch.
         y : array-like of shape (n_images,)
-            Class labels: any hashable values, at least two classes.
-        sample_weight : array-like of shape (n_images,), default=None
-            Non-negative weights of the images in the loss.
+            Class labels: any hashable values, at least two classes. A
+            column of shape (n_images, 1) is accepted with a
+            ``DataConversionWarning``, as in scikit-learn.
+        sample_weight : float or array-like of shape (n_images,), default=None
+            Non-negative weights of the images in the loss, not all zero; a
+            float weighs every image the same.
 
         Returns
         -------
@@ -300,7 +307,7 @@ default="float32"
         # Labels first: they are cheap to check and their errors are the
         # clearest (a single class, NaN, a continuous target).
         y = _check_labels(y)
-        weights = _check_sample_weight(sample_weight, len(y))
+        weights = _check_sample_weights(sample_weight, y)
         images = _inputs.as_images(X, on_error="raise")
         check_memory(self.memory)
         if len(images) != len(y):
@@ -695,13 +702,15 @@ def _check_labels(y) -> np.ndarray:
         )
     _check_label_types(y)
     y = np.asarray(y)
-    if y.ndim != 1:
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        else:
-            raise ValueError(
-                f"y must be a 1-D array of class labels, got shape {y.shape}."
-            )
+    if y.ndim != 1 and y.shape[1:] != (1,):
+        # column_or_1d would refuse these too, without saying that multilabel
+        # and multi-output targets are what is not supported.
+        raise ValueError(
+            f"y must be a 1-D array of class labels, one per image, got shape "
+            f"{y.shape}. Multilabel and multi-output targets are not supported."
+        )
+    # A column (n, 1) is accepted with scikit-learn's DataConversionWarning.
+    y = column_or_1d(y, warn=True)
     if len(y) == 0:
         raise ValueError("y is empty: at least one labelled image per class is needed.")
     missing = _missing_labels(y)
@@ -754,17 +763,22 @@ def _missing_labels(y: np.ndarray) -> np.ndarray:
     return np.array([], dtype=int)
 
 
-def _check_sample_weight(sample_weight, n_labels: int):
+def _check_sample_weights(sample_weight, y: np.ndarray):
+    """scikit-learn's sample_weight checks, with the shape error in our terms.
+
+    None stays None rather than becoming ones: training then runs without
+    weights, exactly as before weights were supported.
+    """
     if sample_weight is None:
         return None
-    weights = np.asarray(sample_weight, dtype=np.float32)
-    if weights.shape != (n_labels,):
-        raise ValueError(
-            f"sample_weight has shape {weights.shape}; expected ({n_labels},), "
-            "one weight per image and label."
+    try:
+        return _check_sample_weight(
+            sample_weight, y, dtype=np.float32, ensure_non_negative=True
         )
-    if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():
-        raise ValueError(
-            "sample_weight must be finite, non-negative and not all zero."
-        )
-    return weights
+    except ValueError:
+        if np.shape(sample_weight) not in ((), (len(y),)):
+            raise ValueError(
+                f"sample_weight has shape {np.shape(sample_weight)}; expected "
+                f"({len(y)},), one weight per image and label."
+            ) from None
+        raise

@@ -5,9 +5,11 @@ import keras
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.validation import check_is_fitted
 
 from sktransfer import FineTunedCNNClassifier
 from sktransfer.exceptions import ImageLoadError
@@ -114,8 +116,12 @@ def test_same_random_state_same_predictions_and_pickling(data, tiny_backbone_fil
     joblib.dump(first, tmp_path / "clf.joblib")
     np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X), expected)
     assert not list(tmp_path.glob("*.keras"))  # the network is inside, no side file
+    # a clone carries the parameters, not the fit: unfitted until it is fitted,
+    # and then, with the same random_state, the same model
     unfitted = clone(first)
-    assert unfitted.get_params() == first.get_params() and not hasattr(unfitted, "model_")
+    with pytest.raises(NotFittedError):
+        check_is_fitted(unfitted)
+    np.testing.assert_array_equal(unfitted.fit(X, y).predict_proba(X), expected)
 
 
 def _named_weights(model):
@@ -191,8 +197,22 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
         X, y, sample_weight=weights
     )
     assert (only_bright.predict(X) == "bright").mean() > 0.5
-    classifier(tiny_backbone_file, class_weight="balanced").fit(X, y)
-    classifier(tiny_backbone_file, class_weight={"dark": 2.0}).fit(X, y)
+    # class_weight acts as the per-image weights it stands for; on imbalanced
+    # data (12 bright, 4 dark) "balanced" gives dark images 16 / (2 * 4) = 2 and
+    # bright ones 16 / (2 * 12) = 2/3, and raises the probability of dark.
+    few_dark = (y == "bright") | (np.arange(24) < 8)
+    X, y = X[few_dark], y[few_dark]
+
+    def dark_proba(sample_weight=None, **params):
+        clf = classifier(tiny_backbone_file, **params).fit(X, y, sample_weight=sample_weight)
+        return clf.predict_proba(X)[:, list(clf.classes_).index("dark")]
+
+    balanced = dark_proba(class_weight="balanced")
+    np.testing.assert_allclose(balanced, dark_proba(np.where(y == "dark", 2.0, 2 / 3)), atol=1e-5)
+    assert balanced.mean() > dark_proba().mean() + 1e-3
+    np.testing.assert_allclose(
+        dark_proba(class_weight={"dark": 2.0}), dark_proba(np.where(y == "dark", 2.0, 1.0)), atol=1e-5
+    )
     with pytest.raises(ValueError, match="class_weight has labels \\['cat'\\]"):
         classifier(tiny_backbone_file, class_weight={"cat": 2.0}).fit(X, y)
 
@@ -211,6 +231,8 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
         ({"augment": {"rotation": 2}}, None, "augment\\['rotation'\\]=2"),
         ({"layer": 5}, None, "layer=5 is out of range"),
         ({}, lambda X, y: (X, y, np.ones(3)), "sample_weight has shape \\(3,\\)"),
+        ({}, lambda X, y: (X, y, -np.ones(24)), "Negative values in data passed to `sample_weight`"),
+        ({}, lambda X, y: (X, np.stack([y, y], axis=1)), "1-D array of class labels.*got shape \\(24, 2\\)"),
     ],
 )
 def test_bad_input_gets_clear_errors(data, tiny_backbone_file, params, fit_args, message):
@@ -218,6 +240,14 @@ def test_bad_input_gets_clear_errors(data, tiny_backbone_file, params, fit_args,
     args = fit_args(X, y) if fit_args else (X, y)
     with pytest.raises(ValueError, match=message):
         classifier(tiny_backbone_file, **params).fit(*args)
+
+
+def test_column_y_warns_as_scikit_learn_does_and_fits_the_same(data, tiny_backbone_file):
+    X, y = data
+    expected = classifier(tiny_backbone_file).fit(X, y).predict_proba(X)
+    with pytest.warns(DataConversionWarning, match="column-vector y"):
+        column = classifier(tiny_backbone_file).fit(X, y[:, np.newaxis])
+    np.testing.assert_array_equal(column.predict_proba(X), expected)
 
 
 def test_undecodable_image_in_fit_names_the_file(data, tmp_path, tiny_backbone_file):
@@ -257,6 +287,7 @@ def test_python_objects_are_released_between_fits(data, tiny_backbone_file):
     assert counts[-1] == counts[2], counts
 
 
+@pytest.mark.slow  # 30 fits; test_python_objects_are_released_between_fits is the fast guard
 def test_memory_is_flat_across_many_fits(data, tiny_backbone_file):
     """Fits of one architecture reuse one traced network (see _training.Trainer)."""
     from benchmarks._common import rss_bytes

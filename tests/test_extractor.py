@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -173,7 +174,7 @@ def test_image_versions_of_the_estimator_checks(images):
     for dtype in (np.float32, np.float64, np.int64):
         np.testing.assert_allclose(ext.transform(images.astype(dtype)), full, atol=1e-4)
     np.testing.assert_allclose(ext.transform(np.asfortranarray(images)), full, atol=1e-5)
-    with pytest.raises(Exception, match="not fitted"):
+    with pytest.raises(NotFittedError, match="CNNFeatureExtractor instance is not fitted yet"):
         extractor().transform(images)
 
 
