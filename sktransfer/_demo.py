@@ -391,7 +391,7 @@ def compare(
     seconds_per_image = (time.perf_counter() - warm) / max(len(data.y) - 2, 1)
     widths = [n_pooled(shape, extractor.pooling) for shape in extractor.layer_shapes_]
     offsets = np.concatenate([[0], np.cumsum(widths)])
-    top = _top_block(backbone, extractor.input_size_)
+    top = _top_block(backbone, weights, input_size)
     for index, (layer, name) in enumerate(zip(layers, extractor.layer_names_)):
         start = time.perf_counter()
         block = features[:, offsets[index] : offsets[index + 1]]
@@ -403,7 +403,7 @@ def compare(
                 f"{backbone} features + logistic regression", f"{layer} ({name})",
                 accuracy, time.perf_counter() - start + extract_seconds / len(layers),
                 params, "features", std, predicted,
-                is_top=name == top if top else layer == -1,
+                is_top=name == top,
             )
         )
 
@@ -430,14 +430,16 @@ def compare(
     return results
 
 
-def _top_block(backbone, input_size) -> str | None:
-    """The name of the backbone's deepest block (None where it cannot be told)."""
-    from .backbones import blocks
+def _top_block(backbone, weights, input_size) -> str:
+    """The name of the deepest block of the network the extractor built.
 
-    try:
-        return blocks(backbone, input_size)[-1]
-    except (ValueError, OSError, TypeError):
-        return None
+    Asked with the extractor's own parameters, so the process's network
+    cache returns that network: ``backbones.blocks`` would build another
+    one, with random weights, just to name a layer.
+    """
+    from ._network import load_network, normalize_input_size
+
+    return load_network(backbone, weights, normalize_input_size(input_size)).blocks[-1].name
 
 
 def _fit_rows(rows, y, train, seed):

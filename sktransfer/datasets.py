@@ -149,7 +149,7 @@ def _fetch(url: str, target: str, timeout: float) -> None:
             while chunk := response.read(1 << 16):
                 done += len(chunk)
                 if done > _MAX_IDX_BYTES:
-                    raise DownloadError(f"{url} is larger than any Fashion-MNIST file.")
+                    raise ValueError("the file is larger than any Fashion-MNIST file")
                 out.write(chunk)
                 _progress(name, done, total)
         _progress(name, done, total, end=True)
