@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from . import _callbacks, _engines, _features, _inputs, _training
+from . import _callbacks, _engines, _features, _inputs, _stages, _training
 from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
@@ -148,8 +148,15 @@ default="float32"
         The trained network: RGB pixels in [0, 255] at ``input_size_`` ->
         class probabilities (its layer ``"logits"`` gives the scores).
     history_ : dict
-        Training curves per stage: ``{"head": {"loss": [...],
-        "val_loss": [...], ...}, "fine_tune": {...}}``.
+        Training curves per stage that ran, keyed by the stage's name:
+        ``{"head": {"loss": [...], "val_loss": [...], ...}, "fine_tune":
+        {...}}``.
+    stages_ : tuple of Stage
+        The training stages as planned from the parameters, in order: each
+        says what was trainable (``trainable_blocks``), for how many epochs
+        at most, at what ``learning_rate``, and on what ``inputs``
+        (``"pixels"``, augmented when ``augment`` is set; cached pooled
+        ``"features"``; cached ``"maps"`` of a frozen ``boundary`` layer).
     layer_names_ : list of str
         The Keras layers the network is cut at.
     input_size_ : tuple of int
@@ -313,75 +320,55 @@ default="float32"
         if len(images) != len(y):
             raise ValueError(f"X has {len(images)} images but y has {len(y)} labels.")
 
-        # A failed refit must not leave a mix of old and new fitted state.
+        self._forget_fit()  # a failed refit must not leave a mix of old and new state
+        seed = _seed(self.random_state)
+        network = self._fit_network()
+        targets, weights = self._fit_classes(y, weights)
+        self.stages_ = _stages.plan(self, network, len(images), augment)
+        data = _StageData(self, network, images, targets, weights, seed)
+        # Every task is known before training, so progress bars have totals.
+        tasks = _callbacks.FitTasks(
+            self, X, y, sample_weight=sample_weight,
+            n_tasks=len(self.stages_) + len(_stages.passes(self.stages_)),
+        )
+        trainer = self._trainer(network, augment, seed)
+        self.history_ = {}
+        with trainer.lock:
+            trainer.reset()
+            for stage in self.stages_:
+                batches = data.batches(stage, tasks)
+                report = tasks.stage(stage.name, stage.epochs, trainer.inference_copy)
+                self.history_[stage.name] = _training.run_stage(
+                    trainer.stage_model(stage), *batches, epochs=stage.epochs,
+                    callbacks=[report], patience=self.patience, verbose=self.verbose,
+                )
+                if report.stop_fit:  # a callback asked that no later stage run
+                    break
+            self.model_ = trainer.inference_copy()
+        self._functions = {}
+        tasks.end()
+        return self
+
+    def _forget_fit(self) -> None:
+        """Drop every fitted attribute."""
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
             delattr(self, name)
         self.__dict__.pop("_functions", None)
-        seed = _seed(self.random_state)
 
+    def _fit_network(self):
+        """The cut network; sets ``layer_names_``, ``trainable_blocks_``, ``input_size_``."""
         network = self._check_backbone_params()
         self.layer_names_ = network.resolve_layers(self.layer)
         self.trainable_blocks_ = _training.check_trainable_blocks(
             self.trainable_blocks, network, self.layer_names_
         )
         self.input_size_ = network.input_size
-        encoder = LabelEncoder().fit(y)
-        self.classes_ = encoder.classes_
-        targets = encoder.transform(y).astype(np.int32)
-        weights = self._combined_weights(y, weights)
+        return network
 
-        train, validation = self._split(targets, seed)
-        fine_tune = self.trainable_blocks_ > 0 and self.epochs > 0
-        augment_head = bool(augment) and (
-            not fine_tune if self.augment_head == "auto" else self.augment_head
-        )
-        boundary = None  # stage 2 trains on cached maps of this frozen layer
-        if fine_tune and not augment:
-            boundary = self._maps_boundary(network, len(images))
-        # Every task is known before training, so progress bars have totals.
-        tasks = _callbacks.FitTasks(
-            self, X, y, sample_weight=sample_weight,
-            n_tasks=sum([not augment_head, True, boundary is not None, fine_tune]),
-        )
-
-        def split_batches(take, workers=2):
-            """Batches of the training and the validation images (None if none).
-
-            ``take(indices)`` gives the network's input for those images.
-            """
-            return tuple(
-                None
-                if indices is None
-                else _training.batches(
-                    take, indices, targets, weights_, self.batch_size,
-                    shuffle=shuffle, seed=seed, workers=workers,
-                )
-                for indices, weights_, shuffle in (
-                    (train, weights, True), (validation, None, False)
-                )
-            )
-
-        def pixels(indices):  # read on demand: memory bounded by the batch
-            return images.take(indices, self.input_size_)[0]
-
-        if augment_head:
-            head_data = split_batches(pixels)
-        else:
-            # The bottleneck recipe: the frozen network's pooled features are
-            # computed once (or found in the cache, shared with every other
-            # candidate of a grid search) and the top trains on them.
-            features = self._features(
-                network, self.layer_names_, self.pooling, images,
-                progress=tasks.batches("features"),
-            )
-            head_data = split_batches(features.__getitem__, workers=1)
-
-        trainer = _training.trainer_for(
-            network,
-            self.layer_names_,
-            self.trainable_blocks_,
-            self.optimizer,
-            seed,
+    def _trainer(self, network, augment: dict, seed):
+        """The (cached) trainer of this architecture: the classifier, compiled."""
+        return _training.trainer_for(
+            network, self.layer_names_, self.optimizer, seed,
             dict(
                 pooling=self.pooling,
                 preprocessing=self.preprocessing,
@@ -391,42 +378,13 @@ default="float32"
                 augment=augment,
             ),
         )
-        stage = dict(patience=self.patience, verbose=self.verbose)
-        with trainer.lock:
-            trainer.reset()
-            head_stage = "head" if augment_head else "head_features"
-            head = tasks.stage("head", self.head_epochs, trainer.inference_copy)
-            self.history_ = {
-                "head": _training.run_stage(
-                    trainer.stage_model(head_stage, self.head_learning_rate),
-                    *head_data, epochs=self.head_epochs, callbacks=[head], **stage,
-                )
-            }
-            if fine_tune and not head.stop_fit:
-                if boundary is None:
-                    stage_name = "fine_tune"
-                    data = split_batches(pixels)
-                else:
-                    # No augmentation: the frozen network below the unfrozen
-                    # blocks gives the same maps every epoch; compute them once.
-                    stage_name = f"fine_tune_maps:{boundary}"
-                    maps = self._features(
-                        network, [boundary], "flatten", images,
-                        progress=tasks.batches("maps"), maps=True,
-                    )
-                    shape = network.layer_shape(boundary)
-                    data = split_batches(
-                        lambda chosen: maps[chosen].reshape(-1, *shape), workers=1
-                    )
-                report = tasks.stage("fine_tune", self.epochs, trainer.inference_copy)
-                self.history_["fine_tune"] = _training.run_stage(
-                    trainer.stage_model(stage_name, self.learning_rate),
-                    *data, epochs=self.epochs, callbacks=[report], **stage,
-                )
-            self.model_ = trainer.inference_copy()
-        self._functions = {}
-        tasks.end()
-        return self
+
+    def _fit_classes(self, y, sample_weight):
+        """Targets 0..n_classes-1 and per-image weights; sets ``classes_``."""
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        targets = encoder.transform(y).astype(np.int32)
+        return targets, self._combined_weights(y, sample_weight)
 
     def _features(self, network, layers, pooling, images, progress=None, maps=False):
         """Pooled features of the frozen network, through the feature cache.
@@ -450,24 +408,6 @@ default="float32"
             eager=not maps,
             engine=self._engine(),
         )
-
-    def _maps_boundary(self, network, n_images: int):
-        """The frozen layer whose maps stage 2 can train on, or None.
-
-        Only when those maps of all images take at most a quarter of the
-        feature cache's memory limit: while they are computed they exist
-        about three times (the pass's output, the cache's rows, the stage's
-        array), and they must not evict the cache's other rows.
-        """
-        from .cache import memory_cache
-
-        boundary = _training.frozen_boundary(
-            network, self.layer_names_, self.trainable_blocks_
-        )
-        if boundary is None:
-            return None
-        nbytes = 4 * n_images * int(np.prod(network.layer_shape(boundary)))
-        return boundary if nbytes <= memory_cache().max_bytes // 4 else None
 
     def _combined_weights(self, y, sample_weight):
         if self.class_weight is None:
@@ -500,7 +440,7 @@ default="float32"
                 f"possible with {len(targets)} images ({exc}). Give more images, "
                 "a larger validation_fraction, or early_stopping=False.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             return indices, None
         return train, validation
@@ -685,6 +625,67 @@ default="float32"
         tags.classifier_tags.multi_class = True
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+class _StageData:
+    """The training and validation batches of each stage of one fit.
+
+    Pixels are read on demand (memory bounded by the batch); a pass of the
+    frozen network (pooled features, or the maps of a frozen layer) is
+    computed the first time a stage needs it, then shared by later stages.
+    """
+
+    def __init__(self, classifier, network, images, targets, weights, seed):
+        self.classifier = classifier
+        self.network = network
+        self.images = images
+        self.targets = targets
+        self.weights = weights
+        self.seed = seed
+        self.train, self.validation = classifier._split(targets, seed)
+        self.computed = {}
+
+    def batches(self, stage, tasks) -> tuple:
+        """(training batches, validation batches or None) for ``stage``."""
+        if stage.inputs == "pixels":
+            size = self.classifier.input_size_
+            return self._split_batches(lambda chosen: self.images.take(chosen, size)[0])
+        key = (stage.inputs, stage.boundary)
+        if key not in self.computed:
+            self.computed[key] = self._pass(stage, tasks)
+        return self._split_batches(self.computed[key], workers=1)
+
+    def _pass(self, stage, tasks):
+        """``take(indices)`` over one pass of the frozen network."""
+        classifier = self.classifier
+        if stage.inputs == "features":
+            # The bottleneck recipe: the frozen network's pooled features are
+            # computed once (or found in the cache, shared with every other
+            # candidate of a grid search) and the top trains on them.
+            features = classifier._features(
+                self.network, classifier.layer_names_, classifier.pooling, self.images,
+                progress=tasks.batches("features"),
+            )
+            return features.__getitem__
+        maps = classifier._features(
+            self.network, [stage.boundary], "flatten", self.images,
+            progress=tasks.batches("maps"), maps=True,
+        )
+        shape = self.network.layer_shape(stage.boundary)
+        return lambda chosen: maps[chosen].reshape(-1, *shape)
+
+    def _split_batches(self, take, workers=2):
+        return tuple(
+            None
+            if indices is None
+            else _training.batches(
+                take, indices, self.targets, weights, self.classifier.batch_size,
+                shuffle=shuffle, seed=self.seed, workers=workers,
+            )
+            for indices, weights, shuffle in (
+                (self.train, self.weights, True), (self.validation, None, False)
+            )
+        )
 
 
 def _seed(random_state) -> int | None:

@@ -59,16 +59,16 @@ def run_fit(args, *, say, warn) -> int:
 
 def training_summary(clf) -> list[str]:
     """Epochs run per stage and the validation accuracy of the weights kept."""
-    stages = {"head": "stage 1 (new top)", "fine_tune": "stage 2 (fine tuning)"}
     lines = []
     last = None
-    for key, title in stages.items():
-        history = clf.history_.get(key)
+    for number, stage in enumerate(clf.stages_, start=1):
+        history = clf.history_.get(stage.name)
         if not history:
             continue
         epochs = len(history.get("loss", []))
-        if key == "fine_tune":
-            title += f", {clf.trainable_blocks_} block(s) unfrozen"
+        title = f"stage {number} ({stage.title})"
+        if stage.trainable_blocks:
+            title += f", {stage.trainable_blocks} block(s) unfrozen"
         lines.append(f"{title}: {epochs} epoch(s)")
         last = history
     if last is not None and last.get("val_loss") and last.get("val_accuracy"):

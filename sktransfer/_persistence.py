@@ -32,6 +32,7 @@ import zipfile
 import numpy as np
 
 from ._files import open_regular
+from ._stages import Stage
 from .exceptions import CorruptFileError, ModelVersionWarning, UnsafeFileError
 
 __all__ = ["load_model", "save_model"]
@@ -395,6 +396,8 @@ def _encode(value, where: str):
         return value.item()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, Stage):
+        return {"__stage__": _encode(value.to_dict(), where)}
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, where) for v in value]}
     if isinstance(value, list):
@@ -428,6 +431,11 @@ def _decode(value):
         return value
     if set(value) == {"__tuple__"}:
         return tuple(_decode(v) for v in value["__tuple__"])
+    if set(value) == {"__stage__"}:
+        fields = _decode(value["__stage__"])
+        if not isinstance(fields, dict) or set(fields) != set(Stage.__dataclass_fields__):
+            raise ValueError("a training stage with unknown or missing fields")
+        return Stage(**fields)  # checks each field's type and range
     if set(value) == {"__dict__"}:
         return {_hashable(_decode(k)): _decode(v) for k, v in value["__dict__"]}
     if set(value) == {"__ndarray__", "dtype", "shape"}:

@@ -1,4 +1,4 @@
-"""The fine-tuning recipe: model, augmentation, data feeding and the two stages.
+"""The fine-tuning recipe: model, augmentation, data feeding and the trainer.
 
 Done right by default, where a hand-written loop silently goes wrong:
 
@@ -332,16 +332,15 @@ class Trainer:
     already traced steps. Memory then grows with the number of distinct
     architectures, not with the number of fits.
 
-    Stage 1 and stage 2 are two Keras models over the same layers, each
-    compiled once with its own optimizer, because the trainable variables of
-    a traced step are fixed when it is traced.
+    The stages are Keras models over the same layers, each compiled once
+    with its own optimizer, because the trainable variables of a traced step
+    are fixed when it is traced.
     """
 
-    def __init__(self, network, layer_names, trainable_blocks, optimizer, build_kwargs):
+    def __init__(self, network, layer_names, optimizer, build_kwargs):
         self.lock = threading.Lock()
         self.network = network
         self.layer_names = layer_names
-        self.trainable_blocks = trainable_blocks
         self.optimizer = optimizer
         self.model, self.backbone = build_model(network, layer_names, **build_kwargs)
         self.initial = [variable.numpy() for variable in self.model.variables]
@@ -351,40 +350,39 @@ class Trainer:
         for variable, value in zip(self.model.variables, self.initial):
             variable.assign(value)
 
-    def stage_model(self, name: str, learning_rate: float):
-        """The compiled model of a stage, its optimizer reset to ``learning_rate``.
+    def stage_model(self, stage):
+        """The compiled model of a :class:`~sktransfer._stages.Stage`, reset.
 
-        ``"head"`` trains the top through the frozen network (pixels in),
-        ``"head_features"`` the same top layers on cached pooled features,
-        ``"fine_tune"`` the top and the unfrozen blocks, and
-        ``"fine_tune_maps:<layer>"`` the same on cached output maps of the
-        frozen ``<layer>`` below them.
+        Its inputs are pixels (the whole classifier), pooled features (the
+        top's layers) or the output maps of ``stage.boundary`` (the layers
+        above it); its optimizer's state is zeroed and its rate set to the
+        stage's. Stages with the same :attr:`~sktransfer._stages.Stage.key`
+        share one compiled model, traced once.
         """
         import keras
 
         set_trainable_blocks(
-            self.backbone,
-            self.network,
-            self.layer_names,
-            0 if name.startswith("head") else self.trainable_blocks,
+            self.backbone, self.network, self.layer_names, stage.trainable_blocks
         )
-        if name not in self.stages:
-            if name == "head_features":
+        if stage.key not in self.stages:
+            if stage.inputs == "features":
                 model = self._top_model()
-            elif name.startswith("fine_tune_maps:"):
-                model = self._upper_model(name.split(":", 1)[1])
+            elif stage.inputs == "maps":
+                model = self._upper_model(stage.boundary)
             else:
-                model = keras.Model(self.model.inputs, self.model.outputs, name=f"{name}_stage")
+                model = keras.Model(
+                    self.model.inputs, self.model.outputs, name=f"{stage.name}_stage"
+                )
             model.compile(
-                make_optimizer(self.optimizer, learning_rate),
+                make_optimizer(self.optimizer, stage.learning_rate),
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
             )
-            self.stages[name] = model
-        model = self.stages[name]
+            self.stages[stage.key] = model
+        model = self.stages[stage.key]
         for variable in model.optimizer.variables:
             variable.assign(keras.ops.zeros_like(variable))
-        model.optimizer.learning_rate = learning_rate
+        model.optimizer.learning_rate = stage.learning_rate
         return model
 
     def _upper_model(self, boundary: str):
@@ -431,7 +429,7 @@ class Trainer:
         return copy
 
 
-def trainer_for(network, layer_names, trainable_blocks, optimizer, seed, build_kwargs):
+def trainer_for(network, layer_names, optimizer, seed, build_kwargs):
     """The cached :class:`Trainer` of an architecture, built on first use."""
     import keras
 
@@ -442,7 +440,6 @@ def trainer_for(network, layer_names, trainable_blocks, optimizer, seed, build_k
     key = (
         id(network),
         tuple(layer_names),
-        trainable_blocks,
         optimizer,
         seed,
         tuple(sorted(augment.items())),
@@ -458,7 +455,7 @@ def trainer_for(network, layer_names, trainable_blocks, optimizer, seed, build_k
             # Seeded right before building: whether the backbone had to be
             # built first (drawing numbers) must not change the top's start.
             keras.utils.set_random_seed(seed)
-        trainer = Trainer(network, layer_names, trainable_blocks, optimizer, build_kwargs)
+        trainer = Trainer(network, layer_names, optimizer, build_kwargs)
         _trainers[key] = trainer
         while len(_trainers) > MAX_CACHED_TRAINERS:
             _trainers.popitem(last=False)

@@ -36,10 +36,6 @@ __all__ = [
 ]
 
 
-#: How the stages of ``FineTunedCNNClassifier.history_`` read in a legend.
-_STAGE_NAMES = {"head": "new top", "fine_tune": "fine tuning"}
-
-
 def _pyplot(what: str):
     """matplotlib.pyplot, or an ImportError that says how to install it."""
     try:
@@ -305,6 +301,10 @@ class TrainingHistoryDisplay:
         :attr:`FineTunedCNNClassifier.history_`:
         ``{"head": {"loss": [...], "val_loss": [...], ...},
         "fine_tune": {...}}``.
+    stage_titles : dict, default=None
+        How each stage reads in the legend, by name (as the ``title`` of
+        :attr:`FineTunedCNNClassifier.stages_`); a stage not in it reads as
+        its name.
 
     Attributes
     ----------
@@ -344,8 +344,9 @@ class TrainingHistoryDisplay:
     With a fitted classifier: ``TrainingHistoryDisplay.from_estimator(clf)``.
     """
 
-    def __init__(self, history: dict):
+    def __init__(self, history: dict, *, stage_titles: dict | None = None):
         self.history = history
+        self.stage_titles = stage_titles
 
     def plot(self, *, ax=None) -> TrainingHistoryDisplay:
         """Draw the curves.
@@ -378,6 +379,7 @@ class TrainingHistoryDisplay:
         self.figure_, self.axes_ = _axes_grid(
             ax, len(metrics), len(metrics), "TrainingHistoryDisplay", (4.5, 3.5)
         )
+        titles = self.stage_titles or {}
         lengths = [max(len(v) for v in curves.values()) for _, curves in stages]
         starts = np.cumsum([0, *lengths])
         self.lines_, self.boundary_lines_ = {}, []
@@ -402,7 +404,7 @@ class TrainingHistoryDisplay:
                         start + 0.5,
                         color="gray",
                         linestyle=":",
-                        label=f"{_STAGE_NAMES.get(name, name)} starts",
+                        label=f"{titles.get(name, name)} starts",
                     )
                 )
             axes.set_xlabel("epoch")
@@ -436,7 +438,9 @@ class TrainingHistoryDisplay:
                 f"(it has training curves); got {type(estimator).__name__}."
             )
         check_is_fitted(estimator)
-        return cls(estimator.history_).plot(ax=ax)
+        # A model saved before stages_ existed reads with names as titles.
+        titles = {stage.name: stage.title for stage in getattr(estimator, "stages_", ())}
+        return cls(estimator.history_, stage_titles=titles).plot(ax=ax)
 
 
 class LayerTransferDisplay:
