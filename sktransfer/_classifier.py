@@ -79,12 +79,41 @@ default="auto"
         Dropout before the softmax (and after the hidden layer).
     hidden_units : int or None, default=None
         Units of a ReLU dense layer before the softmax; None for none.
-    augment : bool or dict, default=True
-        Random training-time augmentation. True: ``{"flip": "horizontal",
-        "rotation": 0.05, "zoom": 0.1, "translation": 0.1}``; a dict may set
+    augment : bool, {"light", "strong"} or dict, default=True
+        Random training-time augmentation. True or ``"light"``: ``{"flip":
+        "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1}``;
+        ``"strong"``: ``{"flip": "horizontal", "rotation": 0.1, "zoom": 0.2,
+        "translation": 0.15, "contrast": 0.2}``; a dict may set
         ``flip`` ("horizontal", "vertical", "horizontal_and_vertical"),
         ``rotation`` (fraction of a full turn), ``zoom``, ``translation``,
         ``contrast`` and ``crop`` (fractions); False for none.
+    schedule : {"constant", "cosine", "one_cycle"}, default="constant"
+        How each stage's learning rate moves over its planned steps:
+        ``"cosine"`` warms up linearly over the first 10 % of the steps, then
+        decays along half a cosine to 0; ``"one_cycle"`` is fastai's
+        ``fit_one_cycle`` (from 1/25 of the rate up to it over 25 % of the
+        steps, then down to almost 0).
+    layer_decay : float in (0, 1], default=1.0
+        Layer-wise learning-rate decay (discriminative rates): in fine
+        tuning, the top unfrozen block trains at ``learning_rate *
+        layer_decay``, the one below at ``learning_rate * layer_decay ** 2``,
+        and so on; the new top at ``learning_rate``. Lower blocks hold more
+        general features, so they move less.
+    label_smoothing : float in [0, 1), default=0.0
+        Mixes each one-hot target with the uniform distribution in the loss.
+    weight_decay : float or None, default=None
+        Keras' decoupled weight decay for the optimizer; None keeps the
+        optimizer's default (0.004 for ``"adamw"``, none for the others).
+        Biases and normalization parameters are never decayed.
+    unfreeze_steps : int, default=1
+        Gradual unfreezing: fine tuning runs in this many stages, each
+        unfreezing more of the top ``trainable_blocks`` blocks (the last all
+        of them); the earlier steps get ``epochs // unfreeze_steps`` epochs
+        each and the last the rest. 1 unfreezes them all at once.
+    test_time_augmentation : bool, default=False
+        Predict from the average of the logits of each image and of its
+        horizontal mirror: use it when a mirrored image keeps its class
+        (as ``augment``'s horizontal flip assumes). Twice the prediction time.
     validation_fraction : float, default=0.1
         Fraction of the training images held out (stratified) for early
         stopping; used only when ``early_stopping=True``.
@@ -216,13 +245,19 @@ default="float32"
         "optimizer": [StrOptions(set(_training.OPTIMIZERS))],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "hidden_units": [None, Interval(Integral, 1, None, closed="left")],
-        "augment": ["boolean", dict],
+        "augment": ["boolean", dict, StrOptions(set(_training.AUGMENT_PRESETS))],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "early_stopping": ["boolean"],
         "patience": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "random_state": ["random_state"],
         "augment_head": ["boolean", StrOptions({"auto"})],
+        "schedule": [StrOptions(set(_stages.SCHEDULES))],
+        "layer_decay": [Interval(Real, 0, 1, closed="right")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [None, Interval(Real, 0, None, closed="left")],
+        "unfreeze_steps": [Interval(Integral, 1, None, closed="left")],
+        "test_time_augmentation": ["boolean"],
         **CACHE_CONSTRAINTS,
     }
 
@@ -254,6 +289,12 @@ default="float32"
         precision="float32",
         engine="auto",
         augment_head="auto",
+        schedule="constant",
+        layer_decay=1.0,
+        label_smoothing=0.0,
+        weight_decay=None,
+        unfreeze_steps=1,
+        test_time_augmentation=False,
         cache=True,
         memory=None,
         fingerprint="metadata",
@@ -284,6 +325,12 @@ default="float32"
         self.precision = precision
         self.engine = engine
         self.augment_head = augment_head
+        self.schedule = schedule
+        self.layer_decay = layer_decay
+        self.label_smoothing = label_smoothing
+        self.weight_decay = weight_decay
+        self.unfreeze_steps = unfreeze_steps
+        self.test_time_augmentation = test_time_augmentation
         self.cache = cache
         self.memory = memory
         self.fingerprint = fingerprint
@@ -341,6 +388,7 @@ default="float32"
                 self.history_[stage.name] = _training.run_stage(
                     trainer.stage_model(stage), *batches, epochs=stage.epochs,
                     callbacks=[report], patience=self.patience, verbose=self.verbose,
+                    schedule=stage.schedule,
                 )
                 if report.stop_fit:  # a callback asked that no later stage run
                     break
@@ -368,7 +416,7 @@ default="float32"
     def _trainer(self, network, augment: dict, seed):
         """The (cached) trainer of this architecture: the classifier, compiled."""
         return _training.trainer_for(
-            network, self.layer_names_, self.optimizer, seed,
+            network, self.layer_names_, self.optimizer, self.weight_decay, seed,
             dict(
                 pooling=self.pooling,
                 preprocessing=self.preprocessing,
@@ -480,8 +528,11 @@ default="float32"
     def _forward(self, X, output: str) -> np.ndarray:
         check_is_fitted(self)
         images = _inputs.as_images(X, on_error=self.on_error)
+        function = self._function(output)
+        if self.test_time_augmentation:
+            function = _flip_averaged(self._function("logits"), output)
         return _inputs.map_batches(
-            self._function(output),
+            function,
             images,
             self.input_size_,
             self.batch_size,
@@ -686,6 +737,23 @@ class _StageData:
                 (self.train, self.weights, True), (self.validation, None, False)
             )
         )
+
+
+def _flip_averaged(logits, output: str):
+    """A forward pass averaging the logits of each image and of its mirror.
+
+    Averaging logits (not probabilities) keeps ``predict``,
+    ``predict_proba`` and ``decision_function`` consistent with each other.
+    """
+
+    def forward(batch):
+        mean = (logits(batch) + logits(np.ascontiguousarray(batch[:, :, ::-1]))) / 2
+        if output == "logits":
+            return mean
+        exp = np.exp(mean - mean.max(axis=1, keepdims=True))
+        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    return forward
 
 
 def _seed(random_state) -> int | None:

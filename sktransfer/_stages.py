@@ -11,12 +11,15 @@ line read. A new stage (a second unfreezing step, a warm-up) is one more
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 #: Where a stage's inputs come from.
 INPUTS = ("pixels", "features", "maps")
+#: How a stage's learning rate moves (see ``_training.scheduled_rate``).
+SCHEDULES = ("constant", "cosine", "one_cycle")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,15 @@ class Stage:
         computed once; the blocks above it train on them.
     boundary : str or None, default=None
         The frozen layer whose maps a ``"maps"`` stage trains on.
+    schedule : {"constant", "cosine", "one_cycle"}, default="constant"
+        How the rate moves over the stage's planned steps (see
+        :func:`sktransfer._training.scheduled_rate`).
+    layer_decay : float, default=1.0
+        Each unfrozen block's rate is ``learning_rate * layer_decay ** d``,
+        ``d`` = 1 for the top block, 2 for the next; the new top gets the
+        full rate.
+    label_smoothing : float, default=0.0
+        Of the loss's targets.
     """
 
     name: str
@@ -55,6 +67,9 @@ class Stage:
     learning_rate: float
     inputs: str = "pixels"
     boundary: str | None = None
+    schedule: str = "constant"
+    layer_decay: float = 1.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         # Stages are also read back from saved models: a bad one is refused
@@ -64,13 +79,14 @@ class Stage:
             isinstance(self.title, str),
             _is_int(self.trainable_blocks) and self.trainable_blocks >= 0,
             _is_int(self.epochs) and self.epochs >= 0,
-            isinstance(self.learning_rate, (int, float))
-            and not isinstance(self.learning_rate, bool)
-            and self.learning_rate > 0,
+            _is_real(self.learning_rate) and self.learning_rate > 0,
             self.inputs in INPUTS,
             (self.boundary is None) == (self.inputs != "maps")
             and (self.boundary is None or isinstance(self.boundary, str)),
             self.inputs != "features" or self.trainable_blocks == 0,
+            self.schedule in SCHEDULES,
+            _is_real(self.layer_decay) and 0 < self.layer_decay <= 1,
+            _is_real(self.label_smoothing) and 0 <= self.label_smoothing < 1,
         )
         if not all(checks):
             raise ValueError(f"Not a valid training stage: {self!r}.")
@@ -78,7 +94,10 @@ class Stage:
     @property
     def key(self) -> tuple:
         """What its compiled model depends on: stages with one key share it."""
-        return (self.trainable_blocks, self.inputs, self.boundary)
+        return (
+            self.trainable_blocks, self.inputs, self.boundary, self.layer_decay,
+            self.label_smoothing,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,6 +105,10 @@ class Stage:
 
 def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def plan(estimator, network, n_images: int, augment: dict) -> tuple[Stage, ...]:
@@ -118,6 +141,7 @@ def plan(estimator, network, n_images: int, augment: dict) -> tuple[Stage, ...]:
     augment_head = bool(augment) and (
         not fine_tune if estimator.augment_head == "auto" else estimator.augment_head
     )
+    recipe = dict(schedule=estimator.schedule, label_smoothing=estimator.label_smoothing)
     stages = [
         Stage(
             "head",
@@ -126,25 +150,34 @@ def plan(estimator, network, n_images: int, augment: dict) -> tuple[Stage, ...]:
             epochs=estimator.head_epochs,
             learning_rate=estimator.head_learning_rate,
             inputs="pixels" if augment_head else "features",
+            **recipe,
         )
     ]
-    if fine_tune:
+    if not fine_tune:
+        return tuple(stages)
+    # Gradual unfreezing (ULMFiT): each step unfreezes more of the top
+    # blocks; the last step trains all ``trainable_blocks_`` of them.
+    k, n = estimator.trainable_blocks_, min(estimator.unfreeze_steps, estimator.trainable_blocks_)
+    step_epochs = max(1, estimator.epochs // n)
+    for step in range(1, n + 1):
+        blocks = math.ceil(k * step / n)
         boundary = None
         if not augment:
             # The frozen network below the unfrozen blocks gives the same maps
             # every epoch: compute them once.
-            boundary = maps_boundary(
-                network, estimator.layer_names_, estimator.trainable_blocks_, n_images
-            )
+            boundary = maps_boundary(network, estimator.layer_names_, blocks, n_images)
+        last = step == n
         stages.append(
             Stage(
-                "fine_tune",
-                "fine tuning",
-                trainable_blocks=estimator.trainable_blocks_,
-                epochs=estimator.epochs,
+                "fine_tune" if last else f"fine_tune_step{step}",
+                "fine tuning" if n == 1 else f"fine tuning, step {step} of {n}",
+                trainable_blocks=blocks,
+                epochs=max(1, estimator.epochs - (n - 1) * step_epochs) if last else step_epochs,
                 learning_rate=estimator.learning_rate,
                 inputs="pixels" if boundary is None else "maps",
                 boundary=boundary,
+                layer_decay=estimator.layer_decay,
+                **recipe,
             )
         )
     return tuple(stages)

@@ -17,6 +17,7 @@ Done right by default, where a hand-written loop silently goes wrong:
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -26,6 +27,18 @@ import numpy as np
 
 AUGMENT_KEYS = ("flip", "rotation", "zoom", "translation", "contrast", "crop")
 DEFAULT_AUGMENT = {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1}
+#: Named augmentation settings: ``augment=True`` is ``"light"``.
+AUGMENT_PRESETS = {
+    "light": DEFAULT_AUGMENT,
+    # Stronger geometry and photometry, as in timm's recipes for small data
+    # (without RandAugment's colour operations, which natural-photo backbones
+    # tolerate but which change what some classes are, e.g. ripe vs unripe).
+    "strong": {
+        "flip": "horizontal", "rotation": 0.1, "zoom": 0.2, "translation": 0.15,
+        "contrast": 0.2,
+    },
+}
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 #: The classifier's layers after pooling, in order (see :func:`build_model`).
 TOP_LAYERS = ("dropout", "hidden", "hidden_dropout", "logits", "probabilities")
@@ -37,10 +50,13 @@ def check_augment(augment) -> dict:
         return {}
     if augment is True:
         return dict(DEFAULT_AUGMENT)
+    if isinstance(augment, str) and augment in AUGMENT_PRESETS:
+        return dict(AUGMENT_PRESETS[augment])
     if not isinstance(augment, dict):
         raise ValueError(
             f"augment={augment!r} is not valid; use False, True (defaults "
-            f"{DEFAULT_AUGMENT}) or a dict with keys {AUGMENT_KEYS}."
+            f"{DEFAULT_AUGMENT}), a preset {sorted(AUGMENT_PRESETS)} or a dict "
+            f"with keys {AUGMENT_KEYS}."
         )
     unknown = set(augment) - set(AUGMENT_KEYS)
     if unknown:
@@ -123,17 +139,147 @@ def inference_model(model, output: str = "probabilities"):
     return keras.Model(pixels, x, name=f"{model.name}_{output}")
 
 
-def make_optimizer(name: str, learning_rate: float):
+def make_optimizer(name: str, learning_rate: float, weight_decay=None, scales=None):
+    """A Keras optimizer; ``scales`` multiplies the rate of some variables.
+
+    ``weight_decay`` is Keras' decoupled weight decay (None: the optimizer's
+    default, 0.004 for AdamW, none for the others); biases and BatchNorm or
+    normalization parameters are never decayed. ``scales``: pairs
+    (variable, factor of the learning rate) (layer-wise decay); others get 1.
+    """
     import keras
 
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
     classes = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
         "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD,
     }
-    return classes[name](learning_rate)
+    kwargs = {"momentum": 0.9} if name == "sgd" else {}
+    if weight_decay is not None:
+        kwargs["weight_decay"] = weight_decay
+    if scales:
+        optimizer = _scaled_class(classes[name])(learning_rate, **kwargs)
+        optimizer.rate_scales = {optimizer._var_key(v): f for v, f in scales}
+    else:
+        optimizer = classes[name](learning_rate, **kwargs)
+    if optimizer.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+@functools.cache
+def _scaled_class(base):
+    """``base`` with a learning rate scaled per variable.
+
+    Keras 3 optimizers take one rate; ``update_step`` receives it for each
+    variable (the backends all call it per variable), so a factor looked up
+    by the optimizer's own variable key gives each block its rate. The lookup
+    happens while the train step is traced: no cost per step.
+    """
+
+    class Scaled(base):
+        rate_scales: dict = {}
+
+        def update_step(self, gradient, variable, learning_rate):
+            scale = self.rate_scales.get(self._var_key(variable), 1.0)
+            if scale != 1.0:
+                learning_rate = learning_rate * scale
+            return super().update_step(gradient, variable, learning_rate)
+
+    Scaled.__name__ = Scaled.__qualname__ = f"LayerScaled{base.__name__}"
+    return Scaled
+
+
+def layer_rate_scales(backbone, network, layer_names, k: int, decay: float) -> list:
+    """Learning-rate factors of the top ``k`` blocks' variables: ``decay ** depth``.
+
+    The top block gets ``decay``, the one below ``decay ** 2``, and so on; the
+    new top (outside the backbone) keeps the full rate. Lower blocks hold
+    more general features, so they move less (layer-wise rate decay, as in
+    BEiT and fastai's discriminative rates).
+    """
+    if decay == 1.0 or k == 0:
+        return []
+    boundaries = _block_boundaries(network, layer_names)
+    positions = layer_positions(backbone)
+    ends = [positions[name] for name in boundaries]
+    scales = []  # (variable, factor): Keras variables are not hashable
+    for position, layer in enumerate(backbone.layers):
+        # The block a layer belongs to: the first boundary at or above it.
+        block = next((i for i, end in enumerate(ends) if position <= end), None)
+        if block is None:
+            continue
+        depth = len(ends) - block  # 1 for the top block
+        if depth > k:
+            continue
+        scales += [(variable, decay**depth) for variable in layer.trainable_variables]
+    return scales
+
+
+def classification_loss(label_smoothing: float):
+    """The loss on integer labels, with labels smoothed by ``label_smoothing``.
+
+    Smoothing mixes each one-hot target with the uniform distribution, so
+    the new top is not pushed towards ever larger logits on a few images.
+    """
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+    import keras
+
+    def smoothed_crossentropy(y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        targets = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(
+            targets, y_pred, label_smoothing=label_smoothing
+        )
+
+    return smoothed_crossentropy
+
+
+def scheduled_rate(schedule: str, base: float, step: int, total: int) -> float:
+    """The learning rate at ``step`` (0-based) of ``total`` steps of a stage.
+
+    ``"cosine"``: linear warm-up from 0 over the first 10 % of the steps,
+    then half a cosine down to 0 at the last planned step. ``"one_cycle"``
+    (fastai's ``fit_one_cycle``): from ``base / 25`` up to ``base`` over the
+    first 25 % along a cosine, then down to ``base / 250000``.
+    """
+    if schedule == "constant" or total <= 1:
+        return base
+    progress = step / (total - 1)
+    if schedule == "cosine":
+        warmup = 0.1
+        if progress < warmup:
+            return base * (step + 1) / (warmup * (total - 1) + 1)
+        return base * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
+    start, end, peak = base / 25, base / 25 / 1e4, 0.25
+    if progress < peak:
+        return start + (base - start) * 0.5 * (1 - math.cos(math.pi * progress / peak))
+    phase = (progress - peak) / (1 - peak)
+    return end + (base - end) * 0.5 * (1 + math.cos(math.pi * phase))
+
+
+def _schedule_callback(schedule: str, epochs: int):
+    import keras
+
+    class Schedule(keras.callbacks.Callback):
+        """Sets the optimizer's rate before every batch of the stage."""
+
+        def on_train_begin(self, logs=None):
+            self.base = float(self.model.optimizer.learning_rate)
+            self.step = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            total = epochs * self.params["steps"]
+            rate = scheduled_rate(schedule, self.base, self.step, total)
+            self.model.optimizer.learning_rate = rate
+            self.step += 1
+
+        def on_train_end(self, logs=None):
+            self.model.optimizer.learning_rate = self.base
+
+    return Schedule()
 
 
 def layer_positions(model) -> dict[str, int]:
@@ -337,11 +483,12 @@ class Trainer:
     are fixed when it is traced.
     """
 
-    def __init__(self, network, layer_names, optimizer, build_kwargs):
+    def __init__(self, network, layer_names, optimizer, weight_decay, build_kwargs):
         self.lock = threading.Lock()
         self.network = network
         self.layer_names = layer_names
         self.optimizer = optimizer
+        self.weight_decay = weight_decay
         self.model, self.backbone = build_model(network, layer_names, **build_kwargs)
         self.initial = [variable.numpy() for variable in self.model.variables]
         self.stages = {}
@@ -373,9 +520,15 @@ class Trainer:
                 model = keras.Model(
                     self.model.inputs, self.model.outputs, name=f"{stage.name}_stage"
                 )
+            scales = layer_rate_scales(
+                self.backbone, self.network, self.layer_names,
+                stage.trainable_blocks, stage.layer_decay,
+            )
             model.compile(
-                make_optimizer(self.optimizer, stage.learning_rate),
-                loss="sparse_categorical_crossentropy",
+                make_optimizer(
+                    self.optimizer, stage.learning_rate, self.weight_decay, scales
+                ),
+                loss=classification_loss(stage.label_smoothing),
                 metrics=["accuracy"],
             )
             self.stages[stage.key] = model
@@ -429,7 +582,7 @@ class Trainer:
         return copy
 
 
-def trainer_for(network, layer_names, optimizer, seed, build_kwargs):
+def trainer_for(network, layer_names, optimizer, weight_decay, seed, build_kwargs):
     """The cached :class:`Trainer` of an architecture, built on first use."""
     import keras
 
@@ -441,6 +594,7 @@ def trainer_for(network, layer_names, optimizer, seed, build_kwargs):
         id(network),
         tuple(layer_names),
         optimizer,
+        weight_decay,
         seed,
         tuple(sorted(augment.items())),
         preprocessing_key(preprocessing),
@@ -455,7 +609,7 @@ def trainer_for(network, layer_names, optimizer, seed, build_kwargs):
             # Seeded right before building: whether the backbone had to be
             # built first (drawing numbers) must not change the top's start.
             keras.utils.set_random_seed(seed)
-        trainer = Trainer(network, layer_names, optimizer, build_kwargs)
+        trainer = Trainer(network, layer_names, optimizer, weight_decay, build_kwargs)
         _trainers[key] = trainer
         while len(_trainers) > MAX_CACHED_TRAINERS:
             _trainers.popitem(last=False)
@@ -469,7 +623,8 @@ def clear_trainers() -> None:
 
 
 def run_stage(
-    model, train, validation, *, epochs, patience, verbose, callbacks=()
+    model, train, validation, *, epochs, patience, verbose, callbacks=(),
+    schedule="constant",
 ) -> dict:
     """Fit a compiled stage model; returns the epoch history.
 
@@ -483,6 +638,7 @@ def run_stage(
     # hook is private Keras API, so it is optional.
     if not model.optimizer.built and hasattr(model, "_symbolic_build"):
         model._symbolic_build(data_batch=train[0])
+    schedules = [] if schedule == "constant" else [_schedule_callback(schedule, epochs)]
     early_stopping = []
     if validation is not None:
         early_stopping.append(
@@ -495,7 +651,7 @@ def run_stage(
             train,
             validation_data=validation,
             epochs=epochs,
-            callbacks=[*early_stopping, *callbacks],
+            callbacks=[*schedules, *early_stopping, *callbacks],
             verbose=verbose,
             # The batches reshuffle themselves from the fit's seed; Keras'
             # own shuffling of a PyDataset would draw from the global RNG.
