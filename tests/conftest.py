@@ -30,6 +30,14 @@ def make_images(n: int = 12, size: int = SIZE, seed: int = 0) -> np.ndarray:
     )
 
 
+def two_classes(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images of two learnable classes, "a" and "b" (darker), alternating."""
+    images = make_images(n, seed=seed)
+    labels = np.array(["a", "b"] * (n // 2))
+    images[labels == "b"] //= 3
+    return images, labels
+
+
 @pytest.fixture
 def empty_cache():
     """An empty feature cache before and after the test."""

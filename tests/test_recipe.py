@@ -10,7 +10,7 @@ from sktransfer import FineTunedCNNClassifier
 from sktransfer import _training
 from sktransfer._stages import Stage
 
-from .conftest import make_images
+from .conftest import two_classes
 
 
 def classifier(backbone, **params):
@@ -24,10 +24,7 @@ def classifier(backbone, **params):
 
 @pytest.fixture(scope="module")
 def data():
-    images = make_images(16, seed=4)
-    labels = np.array(["a", "b"] * 8)
-    images[labels == "b"] //= 3
-    return images, labels
+    return two_classes(16, seed=4)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "one_cycle"])

@@ -13,7 +13,7 @@ from sktransfer._cli_model import training_summary
 from sktransfer._stages import Stage
 from sktransfer.exceptions import CorruptFileError
 
-from .conftest import make_images
+from .conftest import two_classes
 from .test_persistence import member, rewritten
 
 
@@ -27,10 +27,7 @@ def classifier(backbone, **params):
 
 @pytest.fixture(scope="module")
 def data():
-    images = make_images(16, seed=3)
-    labels = np.array(["a", "b"] * 8)
-    images[labels == "b"] //= 3
-    return images, labels
+    return two_classes(16, seed=3)
 
 
 def _plan(clf, X, y):
