@@ -20,13 +20,13 @@ import os
 import random
 import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from numbers import Integral
 
 import numpy as np
 
 from . import _pooling
+from ._lru import LRUCache
 from ._tensorflow import tensorflow
 from .backbones._blocks import Block, find_blocks
 from .backbones._registry import build_core, get_spec, normalize_name
@@ -39,7 +39,7 @@ _MAX_FUNCTIONS_PER_NETWORK = 16
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 _lock = threading.RLock()
-_cache: OrderedDict = OrderedDict()
+_cache = LRUCache(MAX_CACHED_NETWORKS)
 #: Networks built in this process (a Dask worker should build each once).
 builds = 0
 
@@ -65,7 +65,9 @@ class Network:
     input_size: tuple[int, int]
     blocks: list[Block]
     stable_key: str | None = None
-    functions: OrderedDict = field(default_factory=OrderedDict)
+    functions: LRUCache = field(
+        default_factory=lambda: LRUCache(_MAX_FUNCTIONS_PER_NETWORK)
+    )
     #: Deepest layer of every cut asked of this network's features (see
     #: ``_features.eager_parts``).
     cut_depths: set = field(default_factory=set)
@@ -140,9 +142,9 @@ class Network:
             weights_key = self.cache_key()
             key += (engine, weights_key)
         with _lock:
-            if key in self.functions:
-                self.functions.move_to_end(key)
-                return self.functions[key]
+            function = self.functions.get(key)
+            if function is not None:
+                return function
             if not converted:
                 function = FeatureFunction(
                     self, parts, self._preprocess(preprocessing), jit_compile
@@ -165,9 +167,7 @@ class Network:
                     forward.truncated.count_params(),
                     export_key,
                 )
-            self.functions[key] = function
-            if len(self.functions) > _MAX_FUNCTIONS_PER_NETWORK:
-                self.functions.popitem(last=False)
+            self.functions.put(key, function)
             return function
 
     def cache_key(self) -> str:
@@ -346,7 +346,6 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
     with _lock:
         entry = _cache.get(key)
         if entry is not None and (entry[0] is None or entry[0]() is backbone):
-            _cache.move_to_end(key)
             return entry[1]
         network = _build_network(backbone, weights, input_size, precision)
         global builds
@@ -356,9 +355,7 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
         # A user's model is keyed by identity; the weak reference lets a
         # recycled id() be detected instead of serving another model's network.
         ref = weakref.ref(backbone) if _is_model(backbone) else None
-        _cache[key] = (ref, network)
-        while len(_cache) > MAX_CACHED_NETWORKS:
-            _cache.popitem(last=False)
+        _cache.put(key, (ref, network))
         return network
 
 
