@@ -26,6 +26,7 @@ from numbers import Integral
 import numpy as np
 
 from . import _pooling
+from ._files import file_stamp
 from ._lru import LRUCache
 from ._tensorflow import tensorflow
 from .backbones._blocks import Block, find_blocks
@@ -262,12 +263,6 @@ class FeatureFunction:
         return self._call(batch).numpy()
 
 
-def _file_key(path) -> tuple:
-    path = os.path.abspath(os.fspath(path))
-    stat = os.stat(path)
-    return (path, stat.st_mtime_ns, stat.st_size)
-
-
 def _is_model(obj) -> bool:
     try:
         return hasattr(obj, "get_layer") and bool(obj.inputs)
@@ -369,11 +364,11 @@ def _network_key(backbone, weights, input_size, precision) -> tuple:
     if _is_model(backbone):
         backbone_key = ("model", id(backbone))
     elif _is_saved_model_path(backbone):
-        backbone_key = ("file", *_file_key(backbone))
+        backbone_key = ("file", *file_stamp(backbone))
     else:
         backbone_key = ("name", normalize_name(backbone))
     weights_key = (
-        _file_key(weights)
+        file_stamp(weights)
         if weights is not None and weights != "imagenet"
         else weights
     )
