@@ -19,13 +19,13 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from . import _callbacks, _engines, _features, _inputs, _training
-from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
+from . import _engines, _features, _fit_tasks, _inputs, _training
+from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
 
 class FineTunedCNNClassifier(
-    _callbacks.CallbackSupportMixin, ClassifierMixin, BackboneMixin, BaseEstimator
+    _fit_tasks.CallbackSupportMixin, ClassifierMixin, BackboneMixin, BaseEstimator
 ):
     """Fine tuning of a pretrained CNN, as a scikit-learn classifier.
 
@@ -339,7 +339,7 @@ default="float32"
         if fine_tune and not augment:
             boundary = self._maps_boundary(network, len(images))
         # Every task is known before training, so progress bars have totals.
-        tasks = _callbacks.FitTasks(
+        tasks = _fit_tasks.FitTasks(
             self, X, y, sample_weight=sample_weight,
             n_tasks=sum([not augment_head, True, boundary is not None, fine_tune]),
         )
