@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ._folder import _image_extensions, check_no_empty_class, load_image_folder
+from .datasets import _image_extensions, check_no_empty_class, load_image_folder
 from .exceptions import SktransferError
 
 

@@ -41,10 +41,14 @@ from sklearn.preprocessing import StandardScaler
 
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
-from ._folder import check_no_empty_class, load_image_folder
 from ._inputs import as_images
 from ._pooling import n_pooled
-from .datasets import load_digits, load_fashion_mnist
+from .datasets import (
+    check_no_empty_class,
+    load_digits,
+    load_fashion_mnist,
+    load_image_folder,
+)
 from .exceptions import DatasetNotFoundError
 
 DEFAULT_LAYERS = (-1, -2, -3)
