@@ -513,7 +513,7 @@ default="float32"
         if key not in functions:
             import keras
 
-            from ._tensorflow import tensorflow
+            from .backbones._tensorflow import tensorflow
 
             tf = tensorflow()
             model = self.model_

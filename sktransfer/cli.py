@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             warnings.showwarning = show_warning
             # Every command needs TensorFlow: importing it first, through the
             # helper, keeps its start-up notices off the user's terminal.
-            from ._tensorflow import tensorflow
+            from .backbones._tensorflow import tensorflow
 
             tensorflow()
             return args.run(args)
