@@ -8,9 +8,8 @@ from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
 from ._inputs import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from ._persistence import load_model, save_model
+from ._version import __version__
 from .datasets import load_image_folder
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "CNNFeatureExtractor",

@@ -334,7 +334,7 @@ def _network_key(backbone, weights, input_size, precision) -> tuple:
 def _stable_key(key: tuple, input_size) -> str:
     import keras
 
-    from . import __version__
+    from ._version import __version__
     from ._fingerprint import text_key
 
     # The versions are part of it: a disk cache must not outlive a change
