@@ -6,11 +6,10 @@ network is built.
 
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
-from ._folder import load_image_folder
 from ._inputs import DEFAULT_MAX_IMAGE_PIXELS, set_max_image_pixels
 from ._persistence import load_model, save_model
-
-__version__ = "0.1.0.dev0"
+from ._version import __version__
+from .datasets import load_image_folder
 
 __all__ = [
     "CNNFeatureExtractor",

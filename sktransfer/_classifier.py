@@ -19,13 +19,13 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from . import _callbacks, _engines, _features, _inputs, _stages, _training
-from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
+from . import _engines, _features, _fit_tasks, _inputs, _stages, _training
+from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
 
 class FineTunedCNNClassifier(
-    _callbacks.CallbackSupportMixin, ClassifierMixin, BackboneMixin, BaseEstimator
+    _fit_tasks.CallbackSupportMixin, ClassifierMixin, BackboneMixin, BaseEstimator
 ):
     """Fine tuning of a pretrained CNN, as a scikit-learn classifier.
 
@@ -374,7 +374,7 @@ default="float32"
         self.stages_ = _stages.plan(self, network, len(images), augment)
         data = _StageData(self, network, images, targets, weights, seed)
         # Every task is known before training, so progress bars have totals.
-        tasks = _callbacks.FitTasks(
+        tasks = _fit_tasks.FitTasks(
             self, X, y, sample_weight=sample_weight,
             n_tasks=len(self.stages_) + len(_stages.passes(self.stages_)),
         )
@@ -501,7 +501,7 @@ default="float32"
         if key not in functions:
             import keras
 
-            from ._tensorflow import tensorflow
+            from .backbones._tensorflow import tensorflow
 
             tf = tensorflow()
             model = self.model_

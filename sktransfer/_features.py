@@ -107,7 +107,7 @@ def features(
     eager : bool
         Also keep the cheap parts of the pass (see :func:`eager_parts`);
         False computes and stores only what is asked.
-    progress : _callbacks.BatchTask, optional
+    progress : _fit_tasks.BatchTask, optional
         Reports the pass to scikit-learn callbacks: ``progress.begin(n,
         batch_size)`` with the number of images the network runs on (0 when
         the caches hold them all), then ``progress.on_batch`` after each batch.

@@ -1,8 +1,10 @@
-"""Opening files the package reads: regular files only, never blocking.
+"""Files the package reads: opened regular only, never blocking; stamped.
 
 A path can name a FIFO, a device or a folder as easily as a file, and
 opening a FIFO for reading waits for a writer forever. Every file sktransfer
-reads (images, cache shards, fingerprints of file content) is opened here.
+reads (images, cache shards, fingerprints of file content) is opened here,
+and every cache that keys a file by its version (the network cache, the
+feature cache's ``fingerprint="metadata"``) keys it by :func:`file_stamp`.
 """
 
 from __future__ import annotations
@@ -74,3 +76,14 @@ def file_kind(mode: int) -> str:
         (stat.S_ISBLK, "a block device"),
     ]
     return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def file_stamp(path: str | os.PathLike) -> tuple[str, int, int]:
+    """``(absolute path, mtime in ns, size)``: a file's version, without reading it.
+
+    A rewritten file gets a new stamp; a copy elsewhere, or a file touched
+    without a change, does too (key by content where that matters).
+    """
+    path = os.path.abspath(os.fspath(path))
+    status = os.stat(path)
+    return path, status.st_mtime_ns, status.st_size

@@ -22,11 +22,10 @@ Keys are 16-byte digests; a collision needs 2**64 images.
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 
-from ._files import open_regular
+from ._files import file_stamp, open_regular
 from ._inputs import ArrayImages, Images, SequenceImages
 
 FINGERPRINTS = ("metadata", "content")
@@ -69,7 +68,7 @@ def _item_key(item, fingerprint: str) -> bytes | None:
         return _digest(_array_header(item, None), np.ascontiguousarray(item).data)
     if isinstance(item, str):
         try:
-            return _file_key(item, fingerprint)
+            return _image_file_key(item, fingerprint)
         except OSError:
             return None  # unreadable: never cached, reported when loaded
     # A PIL image. Its pixels as the network sees them also depend on the
@@ -87,17 +86,15 @@ def _item_key(item, fingerprint: str) -> bytes | None:
         return None  # unreadable: never cached, reported when loaded
 
 
-def _file_key(path: str, fingerprint: str) -> bytes:
+def _image_file_key(path: str, fingerprint: str) -> bytes:
     if fingerprint == "content":
         hasher = hashlib.blake2b(b"file-content|", digest_size=_DIGEST_SIZE)
         with open_regular(path) as file:  # a FIFO would block forever
             for chunk in iter(lambda: file.read(_FILE_CHUNK), b""):
                 hasher.update(chunk)
         return hasher.digest()
-    stat = os.stat(path)
-    return _digest(
-        f"file|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    )
+    path, mtime_ns, size = file_stamp(path)
+    return _digest(f"file|{path}|{size}|{mtime_ns}".encode())
 
 
 def model_weights_key(model) -> str:

@@ -64,7 +64,7 @@ def _grad_cam_function(classifier):
         return functions["grad_cam"]
     import keras
 
-    from ._tensorflow import tensorflow
+    from .backbones._tensorflow import tensorflow
 
     tf = tensorflow()
     model = classifier.model_

@@ -133,7 +133,7 @@ def resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     if images.shape[1:3] == _as_size(size):
         return images
-    from ._tensorflow import tensorflow
+    from .backbones._tensorflow import tensorflow
 
     out = tensorflow().image.resize(images, size, method="bilinear", antialias=True)
     return np.clip(out.numpy(), 0.0, 255.0)

@@ -15,21 +15,27 @@ the GPU when TensorFlow sees one.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import threading
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from numbers import Integral
 
 import numpy as np
 
 from . import _pooling
-from ._tensorflow import tensorflow
+from ._files import file_stamp
+from ._lru import LRUCache
 from .backbones._blocks import Block, find_blocks
-from .backbones._registry import build_core, get_spec, normalize_name
+from .backbones._build import (
+    build_headless,
+    check_model,
+    check_weights,
+    is_model,
+    model_at_input_size,
+)
+from .backbones._registry import get_spec, normalize_name
+from .backbones._tensorflow import tensorflow
 
 #: At most this many built backbones stay cached per process; the least
 #: recently used is dropped first (a ResNet50 holds about 100 MB of weights).
@@ -39,7 +45,7 @@ _MAX_FUNCTIONS_PER_NETWORK = 16
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 _lock = threading.RLock()
-_cache: OrderedDict = OrderedDict()
+_cache = LRUCache(MAX_CACHED_NETWORKS)
 #: Networks built in this process (a Dask worker should build each once).
 builds = 0
 
@@ -65,7 +71,9 @@ class Network:
     input_size: tuple[int, int]
     blocks: list[Block]
     stable_key: str | None = None
-    functions: OrderedDict = field(default_factory=OrderedDict)
+    functions: LRUCache = field(
+        default_factory=lambda: LRUCache(_MAX_FUNCTIONS_PER_NETWORK)
+    )
     #: Deepest layer of every cut asked of this network's features (see
     #: ``_features.eager_parts``).
     cut_depths: set = field(default_factory=set)
@@ -140,9 +148,9 @@ class Network:
             weights_key = self.cache_key()
             key += (engine, weights_key)
         with _lock:
-            if key in self.functions:
-                self.functions.move_to_end(key)
-                return self.functions[key]
+            function = self.functions.get(key)
+            if function is not None:
+                return function
             if not converted:
                 function = FeatureFunction(
                     self, parts, self._preprocess(preprocessing), jit_compile
@@ -165,9 +173,7 @@ class Network:
                     forward.truncated.count_params(),
                     export_key,
                 )
-            self.functions[key] = function
-            if len(self.functions) > _MAX_FUNCTIONS_PER_NETWORK:
-                self.functions.popitem(last=False)
+            self.functions.put(key, function)
             return function
 
     def cache_key(self) -> str:
@@ -262,59 +268,9 @@ class FeatureFunction:
         return self._call(batch).numpy()
 
 
-def _file_key(path) -> tuple:
-    path = os.path.abspath(os.fspath(path))
-    stat = os.stat(path)
-    return (path, stat.st_mtime_ns, stat.st_size)
-
-
-def _is_model(obj) -> bool:
-    try:
-        return hasattr(obj, "get_layer") and bool(obj.inputs)
-    except (AttributeError, ValueError):  # unbuilt Sequential, subclassed model
-        return False
-
-
 def _is_saved_model_path(backbone) -> bool:
     return isinstance(backbone, os.PathLike) or (
         isinstance(backbone, str) and backbone.lower().endswith((".keras", ".h5"))
-    )
-
-
-def check_weights(weights) -> None:
-    """ValueError/FileNotFoundError unless ``weights`` is valid."""
-    if weights is None or weights == "imagenet":
-        return
-    if isinstance(weights, (str, os.PathLike)):
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(
-                f"weights={os.fspath(weights)!r}: no such file. Use 'imagenet', "
-                "None (random initialisation) or the path to a weights file."
-            )
-        return
-    raise ValueError(
-        f"weights={weights!r} is not valid; use 'imagenet', None or a file path."
-    )
-
-
-def normalize_input_size(input_size, parameter: str = "input_size"):
-    """``None``, an int or a (height, width) pair -> None or a tuple of ints."""
-    if input_size is None:
-        return None
-    if isinstance(input_size, Integral) and not isinstance(input_size, bool):
-        input_size = (input_size, input_size)
-    if (
-        isinstance(input_size, (tuple, list))
-        and len(input_size) == 2
-        and all(
-            isinstance(v, Integral) and not isinstance(v, bool) and v > 0
-            for v in input_size
-        )
-    ):
-        return int(input_size[0]), int(input_size[1])
-    raise ValueError(
-        f"{parameter}={input_size!r} is not valid; use None (the backbone's "
-        "native size), an int, or a (height, width) pair of positive ints."
     )
 
 
@@ -329,12 +285,7 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
         None means the backbone's native size (or a model's own input size).
     precision : {"float32", "mixed_float16", "mixed_bfloat16"}
     """
-    if hasattr(backbone, "get_layer") and not _is_model(backbone):
-        raise ValueError(
-            f"backbone={type(backbone).__name__} is a Keras model without a defined "
-            "input: use a functional or Sequential model built on keras.Input("
-            "shape=(height, width, 3)), so its layers can be cut."
-        )
+    check_model(backbone)
     if _is_saved_model_path(backbone) and not os.path.isfile(backbone):
         raise FileNotFoundError(
             f"backbone={os.fspath(backbone)!r}: no such model file. Give a "
@@ -346,19 +297,16 @@ def load_network(backbone, weights, input_size, precision="float32") -> Network:
     with _lock:
         entry = _cache.get(key)
         if entry is not None and (entry[0] is None or entry[0]() is backbone):
-            _cache.move_to_end(key)
             return entry[1]
         network = _build_network(backbone, weights, input_size, precision)
         global builds
         builds += 1
-        if not _is_model(backbone):
+        if not is_model(backbone):
             network.stable_key = _stable_key(key, network.input_size)
         # A user's model is keyed by identity; the weak reference lets a
         # recycled id() be detected instead of serving another model's network.
-        ref = weakref.ref(backbone) if _is_model(backbone) else None
-        _cache[key] = (ref, network)
-        while len(_cache) > MAX_CACHED_NETWORKS:
-            _cache.popitem(last=False)
+        ref = weakref.ref(backbone) if is_model(backbone) else None
+        _cache.put(key, (ref, network))
         return network
 
 
@@ -369,14 +317,14 @@ def clear_cache() -> None:
 
 
 def _network_key(backbone, weights, input_size, precision) -> tuple:
-    if _is_model(backbone):
+    if is_model(backbone):
         backbone_key = ("model", id(backbone))
     elif _is_saved_model_path(backbone):
-        backbone_key = ("file", *_file_key(backbone))
+        backbone_key = ("file", *file_stamp(backbone))
     else:
         backbone_key = ("name", normalize_name(backbone))
     weights_key = (
-        _file_key(weights)
+        file_stamp(weights)
         if weights is not None and weights != "imagenet"
         else weights
     )
@@ -386,7 +334,7 @@ def _network_key(backbone, weights, input_size, precision) -> tuple:
 def _stable_key(key: tuple, input_size) -> str:
     import keras
 
-    from . import __version__
+    from ._version import __version__
     from ._fingerprint import text_key
 
     # The versions are part of it: a disk cache must not outlive a change
@@ -401,7 +349,7 @@ def _build_network(backbone, weights, input_size, precision) -> Network:
     previous = keras.config.dtype_policy().name
     keras.config.set_dtype_policy(precision)
     try:
-        if _is_model(backbone) or _is_saved_model_path(backbone):
+        if is_model(backbone) or _is_saved_model_path(backbone):
             return _user_network(backbone, weights, input_size)
         return _registry_network(backbone, weights, input_size)
     finally:
@@ -411,11 +359,7 @@ def _build_network(backbone, weights, input_size, precision) -> Network:
 def _registry_network(name: str, weights, input_size) -> Network:
     spec = get_spec(name)
     size = input_size or spec.native_size
-    if weights is None:
-        with _private_python_random(0):
-            model = build_core(spec, size, weights, include_top=False)
-    else:
-        model = build_core(spec, size, weights, include_top=False)
+    model = build_headless(spec, size, weights)
     return Network(
         model=model,
         name=normalize_name(spec.name),
@@ -425,69 +369,16 @@ def _registry_network(name: str, weights, input_size) -> Network:
     )
 
 
-@contextlib.contextmanager
-def _private_python_random(seed: int):
-    """Python ``random.randint`` calls of this thread draw from a seeded generator.
-
-    Keras draws the seed of every unseeded initializer with
-    ``random.randint``; a fixed sequence makes random weights the same in
-    every process and after a cache eviction. Seeding the global generator
-    is not enough: other threads (a Dask worker's event loop, for one) draw
-    from it at the same time and shift the sequence. So only this thread's
-    draws are redirected, and the global generator is left untouched.
-    Builds run under the module lock, so patches never nest.
-    """
-    private = random.Random(seed)
-    thread = threading.get_ident()
-    original = random.randint
-
-    def randint(a, b):
-        if threading.get_ident() == thread:
-            return private.randint(a, b)
-        return original(a, b)
-
-    random.randint = randint
-    try:
-        yield
-    finally:
-        random.randint = original
-
-
 def _user_network(backbone, weights, input_size) -> Network:
     import keras
 
     from ._serialization import load_keras_file
 
-    if _is_model(backbone):
+    if is_model(backbone):
         model = backbone
     else:
         model = load_keras_file(os.fspath(backbone), display=f"backbone={os.fspath(backbone)!r}")
-    shape = tuple(model.inputs[0].shape[1:]) if model.inputs else ()
-    if len(model.inputs) != 1 or len(shape) != 3 or shape[-1] != 3:
-        raise ValueError(
-            f"backbone model {model.name!r} must take one input of shape "
-            f"(height, width, 3), channels last; it takes {shape}."
-        )
-    own_size = tuple(shape[:2])
-    size = input_size or own_size
-    if None in size:
-        raise ValueError(
-            f"backbone model {model.name!r} accepts any image size, so "
-            "input_size=(height, width) must be given."
-        )
-    if own_size != size:
-        if None not in own_size:
-            raise ValueError(
-                f"input_size={size} differs from the input size {own_size} the "
-                f"backbone model {model.name!r} was built for."
-            )
-        # Give the flexible model a concrete size so every layer's output
-        # shape (and so its blocks) is known; the weights are copied over.
-        concrete = keras.models.clone_model(
-            model, input_tensors=keras.Input(shape=(*size, 3))
-        )
-        concrete.set_weights(model.get_weights())
-        model = concrete
+    model, size = model_at_input_size(model, input_size)
     if weights is not None and weights != "imagenet":
         if model is backbone:
             # Load into a copy: the user's model must not be modified.

@@ -357,7 +357,7 @@ def _versions() -> dict:
         except importlib.metadata.PackageNotFoundError:
             found[name] = None
     if found["sktransfer"] is None:
-        from . import __version__
+        from ._version import __version__
 
         found["sktransfer"] = __version__
     return found

@@ -82,7 +82,7 @@ def load_keras_file(path: str, *, custom_objects=None, display: str | None = Non
     if is_zip:
         _check_keras_archive(path, display)
     from . import _layers  # noqa: F401  (registers sktransfer's layers)
-    from ._tensorflow import tensorflow
+    from .backbones._tensorflow import tensorflow
 
     tensorflow()
     import keras

@@ -20,10 +20,11 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections import OrderedDict
 from numbers import Integral
 
 import numpy as np
+
+from ._lru import LRUCache
 
 AUGMENT_KEYS = ("flip", "rotation", "zoom", "translation", "contrast", "crop")
 DEFAULT_AUGMENT = {"flip": "horizontal", "rotation": 0.05, "zoom": 0.1, "translation": 0.1}
@@ -462,8 +463,8 @@ def batches(take, indices, y, sample_weight, batch_size, *, shuffle, seed, worke
 #: Trainers (built, compiled classifiers) kept per process, least recently
 #: used dropped first. Each holds one copy of its network's weights.
 MAX_CACHED_TRAINERS = 4
-_trainers: OrderedDict = OrderedDict()
-_trainers_lock = threading.Lock()
+_trainers = LRUCache(MAX_CACHED_TRAINERS)
+_trainers_lock = threading.Lock()  # look up and build as one step
 
 
 class Trainer:
@@ -603,16 +604,13 @@ def trainer_for(network, layer_names, optimizer, weight_decay, seed, build_kwarg
     with _trainers_lock:
         entry = _trainers.get(key)
         if entry is not None and entry.network is network:
-            _trainers.move_to_end(key)
             return entry
         if seed is not None:
             # Seeded right before building: whether the backbone had to be
             # built first (drawing numbers) must not change the top's start.
             keras.utils.set_random_seed(seed)
         trainer = Trainer(network, layer_names, optimizer, weight_decay, build_kwargs)
-        _trainers[key] = trainer
-        while len(_trainers) > MAX_CACHED_TRAINERS:
-            _trainers.popitem(last=False)
+        _trainers.put(key, trainer)
         return trainer
 
 

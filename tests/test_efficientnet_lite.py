@@ -19,12 +19,12 @@ import skimage.data
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
+from sktransfer.backbones import imagenet_classes
 from sktransfer.backbones._efficientnet_lite import (
     NATIVE_SIZES,
     EfficientNetLite,
     MissingWeightsPackageError,
     derive_layout,
-    imagenet_classes,
     preprocess_input,
     read_state_dict,
     state_dict_cache_info,

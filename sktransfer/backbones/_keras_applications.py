@@ -1,11 +1,11 @@
-"""Register every model of ``keras.applications`` in the backbone registry."""
+"""Every model of ``keras.applications``, as backbone registry entries."""
 
 from __future__ import annotations
 
 import functools
 import importlib
 
-from ._registry import BackboneSpec, register
+from ._spec import BackboneSpec
 
 # Input sizes the ImageNet weights were trained at, where not 224 (from the
 # Keras applications documentation).
@@ -34,9 +34,11 @@ def _build(function, *, input_shape, weights, include_top):
     return function(input_shape=input_shape, weights=weights, include_top=include_top)
 
 
-def _register_all() -> None:
+def specs() -> list[BackboneSpec]:
+    """One :class:`BackboneSpec` per model of the installed ``keras.applications``."""
     import keras
 
+    entries = []
     for name in dir(keras.applications):
         function = getattr(keras.applications, name)
         if not (name[:1].isupper() and callable(function)):
@@ -45,7 +47,7 @@ def _register_all() -> None:
         # caffe mode, MobileNet's [-1, 1], identity for EfficientNet...).
         module = importlib.import_module(function.__module__)
         size = _NATIVE_SIZES.get(name, 224)
-        register(
+        entries.append(
             BackboneSpec(
                 name=name,
                 builder=functools.partial(_build, function),
@@ -54,6 +56,4 @@ def _register_all() -> None:
                 source="keras.applications",
             )
         )
-
-
-_register_all()
+    return entries

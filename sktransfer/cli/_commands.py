@@ -1,29 +1,16 @@
-"""The ``sktransfer`` command line.
+"""The subcommands: their options, named as the estimators' parameters, and
+what runs each.
 
-Subcommands: ``extract`` (features of a folder of images to .npy, .parquet
-or .csv), ``fit`` (fine-tune a classifier on a class-per-subfolder tree,
-saved in sktransfer's safe model format), ``predict``, ``explain``
-(Grad-CAM figure), ``demo`` and ``backbones``. Options mirror the estimators' parameter names
-(``--input-size`` is ``input_size``).
-
-Exit status: 0 on success; 2 for errors a user can fix (a bad option, a
-missing or empty folder, an unreadable image, unavailable weights), printed
-on stderr in one paragraph without a traceback; 1 for unexpected errors;
-130 when interrupted. ``--debug`` shows the traceback.
+:func:`build_parser` gives the whole command line; each subcommand's
+``run`` (set with ``set_defaults``) takes the parsed arguments and returns
+the exit status. The work of ``extract`` is in :mod:`._extract`, that of
+``fit``, ``predict`` and ``explain`` in :mod:`._model`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import textwrap
-import warnings
-
-from .exceptions import SktransferError
-
-#: Errors a user can fix: printed without a traceback, exit status 2.
-USER_ERRORS = (SktransferError, ValueError, OSError, ImportError, RuntimeError)
 
 
 def _layers(text: str):
@@ -56,7 +43,7 @@ def _layer(text: str):
 
 
 def _pooling(text: str):
-    from ._pooling import POOLING_OPTIONS
+    from .._pooling import POOLING_OPTIONS
 
     if text.isdigit():
         return int(text)
@@ -171,33 +158,33 @@ def _add_allow_pickle_option(parser) -> None:
 
 
 def _extract(args) -> int:
-    from ._cli_common import images_from_arguments
-    from ._cli_extract import run_extract
+    from ._common import images_from_arguments
+    from ._extract import run_extract
 
     paths, labels = images_from_arguments(args.inputs, warn=args.warn)
     return run_extract(args, paths, labels, say=print, warn=args.warn)
 
 
 def _fit(args) -> int:
-    from ._cli_model import run_fit
+    from ._model import run_fit
 
     return run_fit(args, say=print, warn=args.warn)
 
 
 def _predict(args) -> int:
-    from ._cli_model import run_predict
+    from ._model import run_predict
 
     return run_predict(args, say=print, warn=args.warn)
 
 
 def _explain(args) -> int:
-    from ._cli_model import run_explain
+    from ._model import run_explain
 
     return run_explain(args, say=print, warn=args.warn)
 
 
 def _demo(args) -> int:
-    from ._demo import run_demo
+    from .._demo import run_demo
 
     run_demo(
         args.path,
@@ -225,7 +212,7 @@ def _demo(args) -> int:
 
 
 def _backbones(args) -> int:
-    from . import backbones
+    from .. import backbones
 
     names = [args.name] if args.name else backbones.list_backbones()
     for name in names:
@@ -242,7 +229,7 @@ def _backbones(args) -> int:
 
 
 def _add_extract_parser(commands) -> None:
-    from ._cli_extract import CHUNK_IMAGES
+    from ._extract import CHUNK_IMAGES
 
     extract = commands.add_parser(
         "extract",
@@ -586,51 +573,3 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--blocks", action="store_true", help="show every backbone's blocks")
     listing.set_defaults(run=_backbones)
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``sktransfer`` console script; returns the exit status."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    prefix = f"sktransfer {args.command}"
-
-    def warn(message: str) -> None:
-        print(f"{prefix}: warning: {message}", file=sys.stderr, flush=True)
-
-    def show_warning(message, category, filename, lineno, file=None, line=None):
-        warn(str(message))
-
-    args.warn = warn
-    try:
-        with warnings.catch_warnings():
-            warnings.showwarning = show_warning
-            # Every command needs TensorFlow: importing it first, through the
-            # helper, keeps its start-up notices off the user's terminal.
-            from ._tensorflow import tensorflow
-
-            tensorflow()
-            return args.run(args)
-    except USER_ERRORS as exc:
-        if args.debug:
-            raise
-        print(f"{prefix}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prefix}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(
-            f"{prefix}: unexpected error: {type(exc).__name__}: {exc}\n"
-            "Run again with --debug for the traceback, and please report it.",
-            file=sys.stderr,
-        )
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

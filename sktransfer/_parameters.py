@@ -15,7 +15,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import _engines, _inputs, _pooling
 from ._fingerprint import FINGERPRINTS
-from ._network import PRECISIONS, load_network, normalize_input_size
+from ._network import PRECISIONS, load_network
+from .backbones._build import normalize_input_size
 from .backbones._registry import PREPROCESSING_MODES
 
 BACKBONE_CONSTRAINTS: dict = {

@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from ._folder import _image_extensions, check_no_empty_class, load_image_folder
-from .exceptions import SktransferError
+from ..datasets import _image_extensions, check_no_empty_class, load_image_folder
+from ..exceptions import SktransferError
 
 
 class CommandError(SktransferError, ValueError):

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from ._cli_common import (
+from ._common import (
     CommandError,
     Progress,
     check_output,
@@ -23,7 +23,7 @@ from ._cli_common import (
     image_error,
     images_from_arguments,
 )
-from .exceptions import ImageLoadError
+from ..exceptions import ImageLoadError
 
 #: Images per prediction call: the granularity of the progress bar.
 CHUNK_IMAGES = 256
@@ -33,8 +33,8 @@ FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 def run_fit(args, *, say, warn) -> int:
     """Fine-tune on a class-per-subfolder tree and save the classifier."""
-    from ._classifier import FineTunedCNNClassifier
-    from ._persistence import save_model
+    from .._classifier import FineTunedCNNClassifier
+    from .._persistence import save_model
 
     check_output(args.output)
     paths, labels = class_folder(args.folder)
@@ -89,8 +89,8 @@ def load_model(path: str, *, allow_pickle: bool = False, warn=None):
     Reads sktransfer's safe format; a pickle (joblib) file only when
     ``allow_pickle``, since unpickling runs any code the file holds.
     """
-    from ._persistence import check_model_file
-    from ._persistence import load_model as load_safe
+    from .._persistence import check_model_file
+    from .._persistence import load_model as load_safe
 
     if not os.path.exists(path):
         raise CommandError(f"model file not found: {path!r}.")
@@ -145,8 +145,8 @@ def _unpickle(path: str):
 
 def _takes_images(model) -> bool:
     """Whether ``model`` predicts from images: ours, or a pipeline starting with ours."""
-    from ._classifier import FineTunedCNNClassifier
-    from ._extractor import CNNFeatureExtractor
+    from .._classifier import FineTunedCNNClassifier
+    from .._extractor import CNNFeatureExtractor
 
     if isinstance(model, FineTunedCNNClassifier):
         return True
@@ -255,7 +255,7 @@ def run_explain(args, *, say, warn) -> int:
             "of CNNFeatureExtractor and a linear classifier."
         )
     try:
-        from .inspection import GradCAMDisplay
+        from ..inspection import GradCAMDisplay
     except ModuleNotFoundError as exc:
         if exc.name != "sktransfer.inspection":
             raise
