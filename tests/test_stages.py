@@ -67,7 +67,7 @@ def test_the_plan_follows_the_parameters(data, tiny_backbone_file, params, expec
 def test_maps_too_large_for_the_cache_are_not_kept(data, tiny_backbone_file, monkeypatch):
     from sktransfer import cache
 
-    monkeypatch.setattr(cache.memory_cache(), "max_bytes", 1000)
+    monkeypatch.setattr(cache.memory_cache().rows, "maxsize", 1000)
     stages = _plan(classifier(tiny_backbone_file, trainable_blocks=1), *data)
     assert (stages[1].inputs, stages[1].boundary) == ("pixels", None)
 
