@@ -67,8 +67,19 @@ class Network:
     stable_key: str | None = None
     functions: OrderedDict = field(default_factory=OrderedDict)
     #: Deepest layer of every cut asked of this network's features (see
-    #: ``_features.eager_parts``).
-    cut_depths: set = field(default_factory=set)
+    #: :meth:`record_cut_depth`).
+    _cut_depths: set = field(default_factory=set, init=False, repr=False)
+
+    def record_cut_depth(self, depth: int) -> int:
+        """Record that features were asked down to layer position ``depth``.
+
+        Returns how many different depths were asked of this network in the
+        process so far: from two on, a grid over ``layer`` is under way (see
+        :func:`sktransfer._features.eager_parts`).
+        """
+        with _lock:
+            self._cut_depths.add(depth)
+            return len(self._cut_depths)
 
     def layer_shape(self, layer_name: str) -> tuple[int, int, int] | None:
         for block in self.blocks:
