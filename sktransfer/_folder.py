@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 
-def _image_extensions() -> set[str]:
+def image_extensions() -> set[str]:
+    """The file extensions Pillow reads, lower case with the dot."""
     Image.init()
     return {ext.lower() for ext in Image.registered_extensions()}
 
@@ -53,7 +54,7 @@ def load_image_folder(
     root = os.fspath(path)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"load_image_folder: {root!r} is not a folder.")
-    extensions = _image_extensions()
+    extensions = image_extensions()
     classes = sorted(
         entry.name
         for entry in os.scandir(root)

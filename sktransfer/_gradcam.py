@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from . import _inputs
+from ._network import network_of
 
 #: Transformers allowed between the extractor and the linear classifier of a
 #: pipeline: each is an affine map per feature, which folds into the weights.
@@ -191,10 +192,10 @@ def class_activation_maps(pipeline, X, target=None) -> np.ndarray | list[np.ndar
 
 def cam_and_predictions(pipeline, X, target=None):
     """Class activation maps and the predicted class indices (-1 where unreadable)."""
-    extractor, weights, intercepts, classes = _linear_parts(pipeline)
+    extractor, weights, intercepts, classes = linear_parts(pipeline)
     images = _inputs.as_images(X, on_error=extractor.on_error)
     targets = check_target(target, classes, len(images))
-    network = extractor._network()
+    network = network_of(extractor)
     # The network's own compiled forward pass to the cut layer, unpooled.
     forward = network.feature_function(
         [(extractor.layer_names_[0], "flatten")],
@@ -218,7 +219,7 @@ def cam_and_predictions(pipeline, X, target=None):
     return fit_to_images(cams, images, extractor.input_size_), predicted
 
 
-def _linear_parts(pipeline):
+def linear_parts(pipeline):
     """The extractor, folded class weights (k, c), intercepts (k,) and classes."""
     from sklearn.utils.validation import check_is_fitted
 

@@ -411,7 +411,11 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
     Returns
     -------
     images : Images
+        ``X`` itself when it is one already (validated when it was made:
+        the Dask blocks of :mod:`sktransfer._dask` go through ``transform``).
     """
+    if isinstance(X, Images):
+        return X
     if _is_path(X):
         hint = (
             " It is a folder: use sktransfer.load_image_folder(path) to list "

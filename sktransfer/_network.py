@@ -329,6 +329,22 @@ def normalize_input_size(input_size, parameter: str = "input_size"):
     )
 
 
+def network_of(estimator) -> Network:
+    """The built network of an estimator's backbone parameters.
+
+    ``backbone``, ``weights``, ``input_size`` and ``precision`` define it
+    (see :func:`load_network`): built once per process, shared by clones.
+    """
+    from ._engines import network_precision
+
+    return load_network(
+        estimator.backbone,
+        estimator.weights,
+        normalize_input_size(estimator.input_size),
+        network_precision(estimator.precision),
+    )
+
+
 def load_network(backbone, weights, input_size, precision="float32") -> Network:
     """The cached :class:`Network` for these parameters, built on first use.
 

@@ -259,7 +259,7 @@ class GradCAMDisplay:
             fallback_size = estimator.input_size_
         else:
             heatmaps, predicted = _gradcam.cam_and_predictions(estimator, X, target)
-            extractor = _gradcam._linear_parts(estimator)[0]
+            extractor = _gradcam.linear_parts(estimator)[0]
             on_error = extractor.on_error
             fallback_size = extractor.input_size_
         classes = estimator.classes_
