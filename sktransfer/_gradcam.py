@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from . import _inputs
+from . import _compiled, _inputs
 from ._network import network_of
 
 #: Transformers allowed between the extractor and the linear classifier of a
@@ -59,27 +59,38 @@ def grad_cam_and_predictions(classifier, X, target=None):
 
 
 def _grad_cam_function(classifier):
-    """The compiled Grad-CAM pass of a fitted classifier, cached on it."""
-    functions = classifier.__dict__.setdefault("_functions", {})
-    if "grad_cam" in functions:
-        return functions["grad_cam"]
+    """The compiled Grad-CAM pass of a fitted classifier, made once per network."""
+    return _compiled.function(
+        classifier.model_,
+        "grad_cam",
+        lambda model: _grad_cam_pass(
+            model, classifier.layer_names_, classifier.input_size_
+        ),
+    )
+
+
+def _grad_cam_pass(model, layer_names: list[str], input_size):
+    """Grad-CAM of a fitted network: (pixels, targets) -> (maps, predicted).
+
+    The pass holds sub-models of the network's layers, never the network
+    itself (see :mod:`sktransfer._compiled`).
+    """
     import keras
 
     from ._tensorflow import tensorflow
 
     tf = tensorflow()
-    model = classifier.model_
     # The nested backbone's outputs, as tensors of the outer graph, are the
-    # pooling layer's inputs (one per cut layer, in layer_names_ order).
+    # pooling layer's inputs (one per cut layer, in layer_names order).
     cuts = model.get_layer("pooling").input
     cuts = list(cuts) if isinstance(cuts, (list, tuple)) else [cuts]
-    deepest = _deepest(model, classifier.layer_names_) if len(cuts) > 1 else 0
+    deepest = _deepest(model, layer_names) if len(cuts) > 1 else 0
     # Split at the cut so the tape can watch the maps: a tape records only
     # what depends on watched tensors, and a frozen backbone has no
     # trainable variables that would be watched for us.
     lower = keras.Model(model.inputs, cuts)
     upper = keras.Model(cuts, model.get_layer("logits").output)
-    height, width = classifier.input_size_
+    height, width = input_size
 
     def compute(pixels, targets):
         # training=False: augmentation off, dropout off, BatchNorm frozen.
@@ -100,7 +111,7 @@ def _grad_cam_function(classifier):
         cams = tf.nn.relu(tf.reduce_sum(channel_weights * maps, axis=-1))
         return cams, predicted
 
-    functions["grad_cam"] = tf.function(
+    return tf.function(
         compute,
         input_signature=[
             tf.TensorSpec((None, height, width, 3), tf.float32),
@@ -108,7 +119,6 @@ def _grad_cam_function(classifier):
         ],
         autograph=False,  # no Python control flow on tensors
     )
-    return functions["grad_cam"]
 
 
 def _deepest(model, layer_names: list[str]) -> int:
