@@ -131,9 +131,7 @@ def features(
             on_batch=None if progress is None else progress.on_batch,
         )
 
-    from ._fingerprint import image_keys
-
-    keys = image_keys(images, fingerprint)
+    keys = images.keys(fingerprint)
     widths = [_width(network, part) for part in parts]
     out = np.empty((len(images), sum(widths)), dtype=np.float32)
     found = np.zeros((len(images), len(parts)), dtype=bool)

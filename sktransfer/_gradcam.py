@@ -22,7 +22,6 @@ bounded by ``batch_size``), then resized once at the end.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 from . import _compiled, _inputs
 from ._network import network_of
@@ -380,7 +379,7 @@ def fit_to_images(cams: np.ndarray, images, fallback_size):
 
     Returns an (n, h, w) array when all images share one size, else a list.
     """
-    sizes = image_sizes(images, fallback_size)
+    sizes = images.sizes(fallback_size)
     # Normalised before resizing too: the shared resize clips to [0, 255].
     cams = _normalise(cams)
     if len(set(sizes)) == 1:
@@ -402,38 +401,6 @@ def _normalise(cams: np.ndarray) -> np.ndarray:
         top = cams.reshape(len(cams), -1).max(axis=1)
     top = np.where(top > 0, top, 1.0).reshape(-1, *([1] * (cams.ndim - 1)))
     return np.clip(cams / top, 0.0, 1.0).astype(np.float32)
-
-
-def image_sizes(images, fallback_size) -> list[tuple[int, int]]:
-    """(height, width) of every image as given, before any resizing.
-
-    Files are sized from their headers (no decoding), honouring EXIF
-    orientation as the input layer does; an unreadable file gets
-    ``fallback_size``.
-    """
-    if isinstance(images, _inputs.ArrayImages):
-        return [tuple(images.array.shape[1:3])] * len(images)
-    return [_item_size(item, tuple(fallback_size)) for item in images.items]
-
-
-def _item_size(item, fallback_size) -> tuple[int, int]:
-    if isinstance(item, np.ndarray):
-        return tuple(item.shape[:2])
-    if isinstance(item, Image.Image):
-        return _pil_size(item)
-    try:
-        with Image.open(item) as image:
-            return _pil_size(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return fallback_size
-
-
-def _pil_size(image: Image.Image) -> tuple[int, int]:
-    width, height = image.size
-    # EXIF orientations 5-8 rotate by a quarter turn: width and height swap.
-    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-        width, height = height, width
-    return height, width
 
 
 def display_pixels(images, index: int, size) -> np.ndarray:

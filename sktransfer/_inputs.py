@@ -54,6 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps
 
+from . import _fingerprint
 from ._files import open_regular
 from .exceptions import ImageLoadError
 
@@ -185,6 +186,32 @@ class Images(ABC):
             their pixels are zeros. Only non-empty with ``on_error="nan"``.
         """
 
+    @abstractmethod
+    def keys(self, fingerprint: str = "metadata") -> list[bytes | None]:
+        """One feature-cache key per image (see :mod:`sktransfer._fingerprint`).
+
+        None where an image has no stable key (a file that cannot be read).
+        ``fingerprint`` ("metadata" or "content") says how files are keyed.
+        """
+
+    @abstractmethod
+    def sizes(self, fallback_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """(height, width) of every image as given, before any resizing.
+
+        Files are sized from their headers (no decoding), honouring EXIF
+        orientation as :meth:`take` does; an unreadable file gets
+        ``fallback_size``.
+        """
+
+    def needs_decoding(self, size: tuple[int, int]) -> bool:
+        """Whether loading at ``size`` does work (decoding, resizing) that
+        threads can overlap with the network."""
+        return True
+
+    def describe(self, index: int) -> str:
+        """Image ``index`` as messages name it."""
+        return str(self.name(index))
+
 
 class ArrayImages(Images):
     """A numeric ndarray of same-size images, read lazily batch by batch."""
@@ -208,6 +235,15 @@ class ArrayImages(Images):
             pixels = pixels * self.scale
         rgb = _to_rgb(pixels) if self.array.ndim == 4 else _gray(pixels)
         return resize(rgb, size), []
+
+    def keys(self, fingerprint="metadata"):
+        return _fingerprint.array_keys(self.array, self.scale)
+
+    def sizes(self, fallback_size):
+        return [tuple(self.array.shape[1:3])] * len(self)
+
+    def needs_decoding(self, size):
+        return self.array.shape[1:3] != _as_size(size)
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
@@ -238,6 +274,18 @@ class SequenceImages(Images):
                 continue
             batch[offset] = resize(pixels[np.newaxis], size)[0]
         return batch, failed
+
+    def keys(self, fingerprint="metadata"):
+        return [_fingerprint.item_key(item, fingerprint) for item in self.items]
+
+    def sizes(self, fallback_size):
+        return [_item_size(item, _as_size(fallback_size)) for item in self.items]
+
+    def describe(self, index):
+        item = self.items[index]
+        if _is_path(item):
+            return f"{self.name(index)} ({item!r})"
+        return super().describe(index)
 
     def _load_one(self, index: int, size) -> np.ndarray:
         item = self.items[index]
@@ -286,6 +334,26 @@ def _pil_pixels(image: Image.Image, size=None) -> np.ndarray:
             raise ValueError("it contains NaN or infinite pixel values.")
         return _gray(values * range_scale(float(values.min()), float(values.max()), is_float, "it"))
     return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def _item_size(item, fallback_size) -> tuple[int, int]:
+    if isinstance(item, np.ndarray):
+        return tuple(item.shape[:2])
+    if isinstance(item, Image.Image):
+        return _pil_size(item)
+    try:
+        with Image.open(item) as image:
+            return _pil_size(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return fallback_size
+
+
+def _pil_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    # EXIF orientations 5-8 rotate by a quarter turn: width and height swap.
+    if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+        width, height = height, width
+    return height, width
 
 
 def _reduction(image: Image.Image, size) -> int:
@@ -575,7 +643,7 @@ def iter_batches(
     """
     order = np.arange(len(images)) if indices is None else np.asarray(indices)
     n = len(order)
-    if isinstance(images, ArrayImages) and images.array.shape[1:3] == _as_size(size):
+    if not images.needs_decoding(size):
         # Nothing to decode or resize: a batch is a cast of a slice, and
         # prefetch threads would only compete with the network for the
         # cores (measured: about 5 % slower on 2 cores).
@@ -599,12 +667,7 @@ def warn_failed(failed: list[int], images: Images) -> None:
     """Warn once about images replaced by NaN features."""
     if not failed:
         return
-    shown = ", ".join(
-        f"{images.name(index)} ({images.items[index]!r})"
-        if isinstance(images, SequenceImages) and _is_path(images.items[index])
-        else str(images.name(index))
-        for index in failed[:5]
-    )
+    shown = ", ".join(images.describe(index) for index in failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     warnings.warn(
         f"{len(failed)} image(s) could not be read; their features are NaN: "

@@ -267,7 +267,7 @@ class GradCAMDisplay:
         n = len(images)
         if y is not None and len(y) != n:
             raise ValueError(f"X has {n} images but y has {len(y)} labels.")
-        sizes = _gradcam.image_sizes(images, fallback_size)
+        sizes = images.sizes(fallback_size)
         pixels = [_gradcam.display_pixels(images, i, sizes[i]) for i in range(n)]
         predicted_labels = [
             classes[index] if index >= 0 else "unreadable" for index in predicted
