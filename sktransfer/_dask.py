@@ -45,6 +45,7 @@ def check(X) -> None:
                     f"X is a Dask array of shape {X.shape}; images must have shape "
                     "(n, height, width) or (n, height, width, 1|3|4)."
                 )
+            _inputs.check_not_single_image(X.shape, "X, a Dask array,")
         elif X.ndim != 1:
             raise ValueError(
                 f"X is a Dask array of dtype {X.dtype} with shape {X.shape}; a "

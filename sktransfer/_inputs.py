@@ -13,7 +13,11 @@ Accepted inputs
   ``(n, h, w, 4)``. Integer arrays hold pixels in 0-255. Float arrays hold
   pixels in 0-255, or in 0-1 when every value of the array lies in ``[0, 1]``
   (then they are multiplied by 255). Anything outside ``[0, 255]`` is an error:
-  pass raw pixels, the backbone's own preprocessing is applied for you.
+  pass raw pixels, the backbone's own preprocessing is applied for you. One
+  image of shape ``(h, w, 1|3|4)``, without its batch axis, is an error too
+  (read as ``(n, h, w)`` it would be grayscale images 1 to 4 pixels wide).
+  Nested lists (``X.tolist()``) and object arrays of numbers are read as the
+  numeric array they hold.
 * a list/tuple/array/pandas Series/one-column DataFrame of file paths (str or
   PathLike), in any format Pillow reads; EXIF orientation is honoured.
   16-bit files are scaled from 0-65535; 32-bit integer and float files
@@ -434,9 +438,11 @@ def range_scale(low: float, high: float, is_float: bool, where: str = "X") -> fl
     Float pixels all within [0, 1] are read as 0-1 (factor 255).
     """
     if low < 0 or high > 255:
+        # scikit-learn's words for input that must not be negative.
+        negative = "Negative values in data: " if low < 0 else ""
         raise ValueError(
-            f"{where} has pixel values in [{low:g}, {high:g}]; expected 0-255 "
-            "(or 0-1 for floats). Pass raw pixels: the backbone's own "
+            f"{negative}{where} has pixel values in [{low:g}, {high:g}]; expected "
+            "0-255 (or 0-1 for floats). Pass raw pixels: the backbone's own "
             "preprocessing is applied for you. Rescale 16-bit images to 0-255."
         )
     return 255.0 if is_float and high <= 1.0 else 1.0
@@ -507,6 +513,10 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
         X = np.asarray(X)
     if isinstance(X, np.ndarray) and X.dtype.kind == "c":
         raise ValueError("Complex data not supported: images are real pixel values.")
+    if isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim > 2:
+        # Pixel values in an object array are read as numbers, as
+        # scikit-learn reads object arrays (paths are 1-D or one column).
+        X = _numeric(X)
     if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
         images = _numeric_array(X)
         images.names = names
@@ -529,6 +539,10 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
         )
     if not items:
         raise ValueError("X is empty: at least one image is required.")
+    # An image as nested lists (X.tolist() of an array) is its array.
+    items = [
+        _numeric(item) if isinstance(item, (list, tuple)) else item for item in items
+    ]
     if all(isinstance(item, np.ndarray) for item in items) and _same_shape(items):
         images = _numeric_array(np.stack(items))
         images.names = names
@@ -548,6 +562,21 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
     images = SequenceImages(items, on_error)
     images.names = names
     return images
+
+
+def _numeric(values):
+    """Nested lists or an object array of numbers as a numeric array.
+
+    The numbers' own types decide its dtype, so integer pixels stay integers
+    (0-255) and floats floats (0-1 or 0-255). Anything else is returned
+    unchanged, for the caller's error to name.
+    """
+    nested = values.tolist() if isinstance(values, np.ndarray) else values
+    try:
+        array = np.asarray(nested)
+    except (ValueError, TypeError):  # ragged lists
+        return values
+    return array if array.dtype.kind in "uifb" else values
 
 
 def _same_shape(items: list[np.ndarray]) -> bool:
@@ -582,6 +611,7 @@ def _numeric_array(X: np.ndarray) -> ArrayImages:
             f"X has {X.ndim} dimensions (shape {X.shape}); images must have "
             "shape (n, height, width) or (n, height, width, channels)."
         )
+    check_not_single_image(X.shape)
     if X.shape[0] == 0:
         raise ValueError("X is empty: at least one image is required.")
     if X.ndim == 4 and X.shape[-1] not in (1, 3, 4):
@@ -590,6 +620,21 @@ def _numeric_array(X: np.ndarray) -> ArrayImages:
             "(grayscale), 3 (RGB) or 4 (RGBA), channels last."
         )
     return ArrayImages(X)
+
+
+def check_not_single_image(shape: tuple, what: str = "X") -> None:
+    """Refuse an array of shape (height, width, 1|3|4): one image, no batch axis.
+
+    Read as (n, height, width) it would be many grayscale images 1, 3 or 4
+    pixels wide, and give that many rows of features without an error.
+    """
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"{what} has shape {tuple(shape)}: one {shape[0]}x{shape[1]} image with "
+            f"{shape[2]} channel(s), not a batch of images. Reshape your data: "
+            "X[np.newaxis] for a batch of this one image, or X[..., np.newaxis] "
+            f"for grayscale images {shape[2]} pixel(s) wide."
+        )
 
 
 def _check_files_exist(items: list, on_error: str, names=None) -> None:
