@@ -660,6 +660,7 @@ default="float32"
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
+        tags.input_tags.positive_only = True  # pixel values are 0-255
         tags.classifier_tags.multi_class = True
         tags.non_deterministic = self.random_state is None
         return tags
@@ -746,7 +747,7 @@ def _check_labels(y) -> np.ndarray:
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(
-            f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at "
+            f"y has only one class ({classes.tolist()[0]!r}); a classifier needs at "
             "least 2."
         )
     return y
@@ -795,7 +796,7 @@ def _check_sample_weights(sample_weight, y: np.ndarray):
     if sample_weight is None:
         return None
     try:
-        return _check_sample_weight(
+        weights = _check_sample_weight(
             sample_weight, y, dtype=np.float32, ensure_non_negative=True
         )
     except ValueError:
@@ -805,3 +806,12 @@ def _check_sample_weights(sample_weight, y: np.ndarray):
                 f"({len(y)},), one weight per image and label."
             ) from None
         raise
+    weighted = np.unique(y[weights > 0]).tolist()
+    if len(weighted) == 1:
+        raise ValueError(
+            f"sample_weight leaves only one class with weight ({weighted[0]!r}): "
+            "every image of the other classes has weight 0, and a classifier "
+            "needs at least 2 classes to learn from. Give some images of another "
+            "class a positive weight."
+        )
+    return weights

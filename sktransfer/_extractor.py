@@ -341,5 +341,6 @@ default="float32"
         # of paths is the 2-D form.
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
+        tags.input_tags.positive_only = True  # pixel values are 0-255
         tags.transformer_tags.preserves_dtype = []
         return tags

@@ -220,7 +220,7 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
 @pytest.mark.parametrize(
     "params, fit_args, message",
     [
-        ({}, lambda X, y: (X, np.array(["a"] * 24)), "single class \\('a'\\)"),
+        ({}, lambda X, y: (X, np.array(["a"] * 24)), "only one class \\('a'\\)"),
         ({}, lambda X, y: (X, y[:20]), "X has 24 images but y has 20 labels"),
         ({}, lambda X, y: (X, np.where(np.arange(24) == 5, np.nan, 1.0)), "missing labels .* indices \\[5\\]"),
         ({}, lambda X, y: (X, np.array(["a", None] * 12, dtype=object)), "missing labels .* indices \\[1, 3"),
@@ -232,6 +232,7 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
         ({"layer": 5}, None, "layer=5 is out of range"),
         ({}, lambda X, y: (X, y, np.ones(3)), "sample_weight has shape \\(3,\\)"),
         ({}, lambda X, y: (X, y, -np.ones(24)), "Negative values in data passed to `sample_weight`"),
+        ({}, lambda X, y: (X, y, (y == "dark") * 1.0), "sample_weight leaves only one class with weight \\('dark'\\)"),
         ({}, lambda X, y: (X, np.stack([y, y], axis=1)), "1-D array of class labels.*got shape \\(24, 2\\)"),
     ],
 )
