@@ -262,6 +262,7 @@ default="float32"
         if _dask.is_dask_collection(X):
             _dask.check(X)  # structure only: fitting must not compute X
         else:
+            # Not validate_data: see as_images' Notes (images set no n_features_in_).
             images = _inputs.as_images(X, on_error=self.on_error)
         check_memory(self.memory)
         network = self._check_backbone_params()

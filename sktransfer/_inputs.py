@@ -487,6 +487,15 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
     images : Images
         ``X`` itself when it is one already (validated when it was made:
         the Dask blocks of :mod:`sktransfer._dask` go through ``transform``).
+
+    Notes
+    -----
+    This is the estimators' input validation, in place of scikit-learn's
+    ``validate_data``, which does not fit images: it would set
+    ``n_features_in_`` to ``X.shape[1]``, an image's height here, which no
+    method may check (images of any size are resized), and
+    ``feature_names_in_`` to the name of a DataFrame's column of paths; and
+    its ``check_array`` knows no file paths or PIL images.
     """
     if isinstance(X, Images):
         return X
