@@ -208,8 +208,10 @@ class Images(ABC):
         """
 
     def needs_decoding(self, size: tuple[int, int]) -> bool:
-        """Whether loading at ``size`` does work (decoding, resizing) that
-        threads can overlap with the network."""
+        """Whether loading at ``size`` decodes or resizes anything.
+
+        That work is worth doing ahead in threads, overlapped with the network.
+        """
         return True
 
     def describe(self, index: int) -> str:
