@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import DataConversionWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -241,14 +241,6 @@ def test_bad_input_gets_clear_errors(data, tiny_backbone_file, params, fit_args,
     args = fit_args(X, y) if fit_args else (X, y)
     with pytest.raises(ValueError, match=message):
         classifier(tiny_backbone_file, **params).fit(*args)
-
-
-def test_column_y_warns_as_scikit_learn_does_and_fits_the_same(data, tiny_backbone_file):
-    X, y = data
-    expected = classifier(tiny_backbone_file).fit(X, y).predict_proba(X)
-    with pytest.warns(DataConversionWarning, match="column-vector y"):
-        column = classifier(tiny_backbone_file).fit(X, y[:, np.newaxis])
-    np.testing.assert_array_equal(column.predict_proba(X), expected)
 
 
 def test_undecodable_image_in_fit_names_the_file(data, tmp_path, tiny_backbone_file):
