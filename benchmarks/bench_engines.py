@@ -49,11 +49,13 @@ def _timed(function):
 
 def _converted(estimator) -> bool:
     """Whether an estimator's ``"auto"`` engine has converted its network."""
-    from sktransfer import _engines
+    from sktransfer import _compiled, _engines
+    from sktransfer._network import network_of
 
-    functions = getattr(estimator, "_functions", None)
-    if functions is None:
-        functions = estimator._network().functions
+    if hasattr(estimator, "model_"):  # a classifier's functions live with its model
+        functions = _compiled.functions_of(estimator.model_)
+    else:
+        functions = network_of(estimator).functions
     return any(
         isinstance(f, _engines.EngineFunction) and f.converted for f in functions.values()
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 from numbers import Integral, Real
 
 import numpy as np
@@ -19,7 +20,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from . import _engines, _features, _fit_tasks, _inputs, _stages, _training
+from . import _compiled, _engines, _features, _fit_tasks, _inputs, _stages, _training
 from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
@@ -393,7 +394,6 @@ default="float32"
                 if report.stop_fit:  # a callback asked that no later stage run
                     break
             self.model_ = trainer.inference_copy()
-        self._functions = {}
         tasks.end()
         return self
 
@@ -401,7 +401,6 @@ default="float32"
         """Drop every fitted attribute."""
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
             delattr(self, name)
-        self.__dict__.pop("_functions", None)
 
     def _fit_network(self):
         """The cut network; sets ``layer_names_``, ``trainable_blocks_``, ``input_size_``."""
@@ -494,36 +493,18 @@ default="float32"
         return train, validation
 
     def _function(self, output: str):
-        """A compiled forward pass of the trained model to one output."""
-        functions = self.__dict__.setdefault("_functions", {})
+        """A compiled forward pass of the trained model to one output.
+
+        Made once per fitted network and engine and kept with the network
+        (:mod:`sktransfer._compiled`), so predicting leaves ``vars(self)``
+        unchanged.
+        """
         engine = self._engine()
-        key = (output, engine)
-        if key not in functions:
-            import keras
-
-            from .backbones._tensorflow import tensorflow
-
-            tf = tensorflow()
-            model = self.model_
-            if output == "logits":
-                model = keras.Model(model.input, model.get_layer("logits").output)
-            height, width = self.input_size_
-            compiled = tf.function(
-                lambda x: tf.cast(model(x, training=False), tf.float32),
-                input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
-                autograph=False,  # a plain model call: nothing to convert
-            )
-            functions[key] = lambda batch: compiled(batch).numpy()
-            if engine.name != "tensorflow":
-                # Kept with the estimator only: a fitted model is its own.
-                functions[key] = _engines.EngineFunction(
-                    functions[key],
-                    lambda: _training.inference_model(self.model_, output),
-                    engine,
-                    self.input_size_,
-                    model.count_params(),
-                )
-        return functions[key]
+        return _compiled.function(
+            self.model_,
+            (output, engine),
+            lambda model: _forward_function(model, output, engine, self.input_size_),
+        )
 
     def _forward(self, X, output: str) -> np.ndarray:
         check_is_fitted(self)
@@ -645,7 +626,6 @@ default="float32"
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_functions", None)
         if "model_" in state:
             from ._serialization import model_to_bytes
 
@@ -663,16 +643,15 @@ default="float32"
         # Shallow, as copy.copy should be: without this, copying would go
         # through __getstate__ and serialise the network (seconds). scikit-learn
         # copies the estimator this way for every callback's fitted_estimator.
-        # The compiled functions stay behind: a copy may be given another model_.
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
-        new.__dict__.pop("_functions", None)
         return new
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
+        tags.input_tags.positive_only = True  # pixel values are 0-255
         tags.classifier_tags.multi_class = True
         tags.non_deterministic = self.random_state is None
         return tags
@@ -756,6 +735,51 @@ def _flip_averaged(logits, output: str):
     return forward
 
 
+def _forward_function(model, output: str, engine, input_size):
+    """The compiled pass of a fitted network to one output, run by ``engine``.
+
+    ``output`` is "probabilities" or "logits"; the function maps (k, h, w, 3)
+    float32 pixels to (k, n_classes) float32.
+    """
+    import keras
+
+    from .backbones._tensorflow import tensorflow
+
+    tf = tensorflow()
+    # Weakly: a cached function must not keep its network (its key) alive.
+    # The logits sub-model holds the layers, not the network.
+    network = weakref.ref(model)
+    logits = (
+        keras.Model(model.input, model.get_layer("logits").output)
+        if output == "logits"
+        else None
+    )
+
+    def forward(x):
+        target = network() if logits is None else logits
+        return tf.cast(target(x, training=False), tf.float32)
+
+    height, width = input_size
+    compiled = tf.function(
+        forward,
+        input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)],
+        autograph=False,  # a plain model call: nothing to convert
+    )
+
+    def run(batch):
+        return compiled(batch).numpy()
+
+    if engine.name == "tensorflow":
+        return run
+    return _engines.EngineFunction(
+        run,
+        lambda: _training.inference_model(network(), output),
+        engine,
+        input_size,
+        model.count_params(),
+    )
+
+
 def _seed(random_state) -> int | None:
     if random_state is None:
         return None
@@ -792,7 +816,7 @@ def _check_labels(y) -> np.ndarray:
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(
-            f"y has a single class ({classes.tolist()[0]!r}); a classifier needs at "
+            f"y has only one class ({classes.tolist()[0]!r}); a classifier needs at "
             "least 2."
         )
     return y
@@ -841,7 +865,7 @@ def _check_sample_weights(sample_weight, y: np.ndarray):
     if sample_weight is None:
         return None
     try:
-        return _check_sample_weight(
+        weights = _check_sample_weight(
             sample_weight, y, dtype=np.float32, ensure_non_negative=True
         )
     except ValueError:
@@ -851,3 +875,12 @@ def _check_sample_weights(sample_weight, y: np.ndarray):
                 f"({len(y)},), one weight per image and label."
             ) from None
         raise
+    weighted = np.unique(y[weights > 0]).tolist()
+    if len(weighted) == 1:
+        raise ValueError(
+            f"sample_weight leaves only one class with weight ({weighted[0]!r}): "
+            "every image of the other classes has weight 0, and a classifier "
+            "needs at least 2 classes to learn from. Give some images of another "
+            "class a positive weight."
+        )
+    return weights

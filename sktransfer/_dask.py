@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _inputs
+
 
 def is_dask_collection(X) -> bool:
     """Whether ``X`` is a Dask array, bag, DataFrame or Series (without importing Dask)."""
@@ -43,6 +45,7 @@ def check(X) -> None:
                     f"X is a Dask array of shape {X.shape}; images must have shape "
                     "(n, height, width) or (n, height, width, 1|3|4)."
                 )
+            _inputs.check_not_single_image(X.shape, "X, a Dask array,")
         elif X.ndim != 1:
             raise ValueError(
                 f"X is a Dask array of dtype {X.dtype} with shape {X.shape}; a "
@@ -107,8 +110,6 @@ def transform(extractor, X):
 def _numeric_array(extractor, X, width):
     import dask
 
-    from . import _inputs
-
     # The 0-1 or 0-255 reading of float pixels is decided for the whole
     # array, as for a NumPy array, not block by block. This reads a float
     # array once when transform is called (its min and max); integer
@@ -127,11 +128,9 @@ def _numeric_array(extractor, X, width):
 
 
 def _array_block(block, extractor, scale):
-    from . import _inputs
-
     images = _inputs.as_images(block, on_error=extractor.on_error)
     images.scale = scale
-    return extractor._features_of(images)
+    return extractor.transform(images)
 
 
 def _add_length(offset: int, part) -> int:
@@ -140,15 +139,13 @@ def _add_length(offset: int, part) -> int:
 
 def _paths_block(paths, extractor, first=0, names=None):
     """Features of a block of paths; images named ``first``, ``first + 1``, ... or ``names``."""
-    from . import _inputs
-
     paths = list(paths)
     if not paths:
         return np.empty((0, extractor.n_features_out_), dtype=np.float32)
     if names is None:
         names = range(first, first + len(paths))
     images = _inputs.as_images(paths, on_error=extractor.on_error, names=list(names))
-    return extractor._features_of(images)
+    return extractor.transform(images)
 
 
 def _paths_array_block(paths, extractor, block_info=None):

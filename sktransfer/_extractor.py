@@ -262,6 +262,7 @@ default="float32"
         if _dask.is_dask_collection(X):
             _dask.check(X)  # structure only: fitting must not compute X
         else:
+            # Not validate_data: see as_images' Notes (images set no n_features_in_).
             images = _inputs.as_images(X, on_error=self.on_error)
         check_memory(self.memory)
         network = self._check_backbone_params()
@@ -341,5 +342,6 @@ default="float32"
         # of paths is the 2-D form.
         tags.input_tags.three_d_array = True
         tags.input_tags.string = True
+        tags.input_tags.positive_only = True  # pixel values are 0-255
         tags.transformer_tags.preserves_dtype = []
         return tags

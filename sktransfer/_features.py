@@ -38,8 +38,7 @@ def eager_parts(network, parts) -> list[tuple[str, object]]:
     """``parts`` plus the cheap parts worth keeping from the same pass."""
     positions = {layer.name: i for i, layer in enumerate(network.model.layers)}
     deepest = max(positions.get(layer, -1) for layer, _ in parts)
-    network.cut_depths.add(deepest)
-    if len(network.cut_depths) > 1 and network.blocks:
+    if network.record_cut_depth(deepest) > 1 and network.blocks:
         deepest = max(deepest, positions.get(network.blocks[-1].name, -1))
     extra = [
         (block.name, pooling)
@@ -132,9 +131,7 @@ def features(
             on_batch=None if progress is None else progress.on_batch,
         )
 
-    from ._fingerprint import image_keys
-
-    keys = image_keys(images, fingerprint)
+    keys = images.keys(fingerprint)
     widths = [_width(network, part) for part in parts]
     out = np.empty((len(images), sum(widths)), dtype=np.float32)
     found = np.zeros((len(images), len(parts)), dtype=bool)

@@ -26,7 +26,6 @@ import hashlib
 import numpy as np
 
 from ._files import file_stamp, open_regular
-from ._inputs import ArrayImages, Images, SequenceImages
 
 FINGERPRINTS = ("metadata", "content")
 
@@ -45,25 +44,18 @@ def _array_header(array: np.ndarray, scale: float | None) -> bytes:
     return f"array|{array.dtype.str}|{array.shape}|{scale}|".encode()
 
 
-def image_keys(images: Images, fingerprint: str = "metadata") -> list[bytes | None]:
-    """One key per image; None where an image has no stable key (a missing file).
+def array_keys(array: np.ndarray, scale: float) -> list[bytes]:
+    """One key per image of an (n, h, w[, c]) array read with ``scale``."""
+    header = _array_header(array[0], scale)
+    return [_digest(header, np.ascontiguousarray(image).data) for image in array]
 
-    Parameters
-    ----------
-    images : Images
-    fingerprint : {"metadata", "content"}
-        How files are keyed: path + size + mtime, or a hash of their bytes.
+
+def item_key(item, fingerprint: str = "metadata") -> bytes | None:
+    """The key of one image given on its own: an array, a file path or a PIL image.
+
+    None where it has no stable key (a file that cannot be read).
+    ``fingerprint`` ("metadata" or "content") says how a file is keyed.
     """
-    if isinstance(images, ArrayImages):
-        array = images.array
-        header = _array_header(array[0], images.scale)
-        return [_digest(header, np.ascontiguousarray(image).data) for image in array]
-    if isinstance(images, SequenceImages):
-        return [_item_key(item, fingerprint) for item in images.items]
-    raise TypeError(f"cannot fingerprint {type(images).__name__}")
-
-
-def _item_key(item, fingerprint: str) -> bytes | None:
     if isinstance(item, np.ndarray):
         return _digest(_array_header(item, None), np.ascontiguousarray(item).data)
     if isinstance(item, str):

@@ -22,9 +22,9 @@ bounded by ``batch_size``), then resized once at the end.
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
-from . import _inputs
+from . import _compiled, _inputs
+from ._network import network_of
 
 #: Transformers allowed between the extractor and the linear classifier of a
 #: pipeline: each is an affine map per feature, which folds into the weights.
@@ -58,27 +58,38 @@ def grad_cam_and_predictions(classifier, X, target=None):
 
 
 def _grad_cam_function(classifier):
-    """The compiled Grad-CAM pass of a fitted classifier, cached on it."""
-    functions = classifier.__dict__.setdefault("_functions", {})
-    if "grad_cam" in functions:
-        return functions["grad_cam"]
+    """The compiled Grad-CAM pass of a fitted classifier, made once per network."""
+    return _compiled.function(
+        classifier.model_,
+        "grad_cam",
+        lambda model: _grad_cam_pass(
+            model, classifier.layer_names_, classifier.input_size_
+        ),
+    )
+
+
+def _grad_cam_pass(model, layer_names: list[str], input_size):
+    """Grad-CAM of a fitted network: (pixels, targets) -> (maps, predicted).
+
+    The pass holds sub-models of the network's layers, never the network
+    itself (see :mod:`sktransfer._compiled`).
+    """
     import keras
 
     from .backbones._tensorflow import tensorflow
 
     tf = tensorflow()
-    model = classifier.model_
     # The nested backbone's outputs, as tensors of the outer graph, are the
-    # pooling layer's inputs (one per cut layer, in layer_names_ order).
+    # pooling layer's inputs (one per cut layer, in layer_names order).
     cuts = model.get_layer("pooling").input
     cuts = list(cuts) if isinstance(cuts, (list, tuple)) else [cuts]
-    deepest = _deepest(model, classifier.layer_names_) if len(cuts) > 1 else 0
+    deepest = _deepest(model, layer_names) if len(cuts) > 1 else 0
     # Split at the cut so the tape can watch the maps: a tape records only
     # what depends on watched tensors, and a frozen backbone has no
     # trainable variables that would be watched for us.
     lower = keras.Model(model.inputs, cuts)
     upper = keras.Model(cuts, model.get_layer("logits").output)
-    height, width = classifier.input_size_
+    height, width = input_size
 
     def compute(pixels, targets):
         # training=False: augmentation off, dropout off, BatchNorm frozen.
@@ -99,7 +110,7 @@ def _grad_cam_function(classifier):
         cams = tf.nn.relu(tf.reduce_sum(channel_weights * maps, axis=-1))
         return cams, predicted
 
-    functions["grad_cam"] = tf.function(
+    return tf.function(
         compute,
         input_signature=[
             tf.TensorSpec((None, height, width, 3), tf.float32),
@@ -107,7 +118,6 @@ def _grad_cam_function(classifier):
         ],
         autograph=False,  # no Python control flow on tensors
     )
-    return functions["grad_cam"]
 
 
 def _deepest(model, layer_names: list[str]) -> int:
@@ -191,10 +201,10 @@ def class_activation_maps(pipeline, X, target=None) -> np.ndarray | list[np.ndar
 
 def cam_and_predictions(pipeline, X, target=None):
     """Class activation maps and the predicted class indices (-1 where unreadable)."""
-    extractor, weights, intercepts, classes = _linear_parts(pipeline)
+    extractor, weights, intercepts, classes = linear_parts(pipeline)
     images = _inputs.as_images(X, on_error=extractor.on_error)
     targets = check_target(target, classes, len(images))
-    network = extractor._network()
+    network = network_of(extractor)
     # The network's own compiled forward pass to the cut layer, unpooled.
     forward = network.feature_function(
         [(extractor.layer_names_[0], "flatten")],
@@ -218,7 +228,7 @@ def cam_and_predictions(pipeline, X, target=None):
     return fit_to_images(cams, images, extractor.input_size_), predicted
 
 
-def _linear_parts(pipeline):
+def linear_parts(pipeline):
     """The extractor, folded class weights (k, c), intercepts (k,) and classes."""
     from sklearn.utils.validation import check_is_fitted
 
@@ -369,7 +379,7 @@ def fit_to_images(cams: np.ndarray, images, fallback_size):
 
     Returns an (n, h, w) array when all images share one size, else a list.
     """
-    sizes = image_sizes(images, fallback_size)
+    sizes = images.sizes(fallback_size)
     # Normalised before resizing too: the shared resize clips to [0, 255].
     cams = _normalise(cams)
     if len(set(sizes)) == 1:
@@ -391,38 +401,6 @@ def _normalise(cams: np.ndarray) -> np.ndarray:
         top = cams.reshape(len(cams), -1).max(axis=1)
     top = np.where(top > 0, top, 1.0).reshape(-1, *([1] * (cams.ndim - 1)))
     return np.clip(cams / top, 0.0, 1.0).astype(np.float32)
-
-
-def image_sizes(images, fallback_size) -> list[tuple[int, int]]:
-    """(height, width) of every image as given, before any resizing.
-
-    Files are sized from their headers (no decoding), honouring EXIF
-    orientation as the input layer does; an unreadable file gets
-    ``fallback_size``.
-    """
-    if isinstance(images, _inputs.ArrayImages):
-        return [tuple(images.array.shape[1:3])] * len(images)
-    return [_item_size(item, tuple(fallback_size)) for item in images.items]
-
-
-def _item_size(item, fallback_size) -> tuple[int, int]:
-    if isinstance(item, np.ndarray):
-        return tuple(item.shape[:2])
-    if isinstance(item, Image.Image):
-        return _pil_size(item)
-    try:
-        with Image.open(item) as image:
-            return _pil_size(image)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return fallback_size
-
-
-def _pil_size(image: Image.Image) -> tuple[int, int]:
-    width, height = image.size
-    # EXIF orientations 5-8 rotate by a quarter turn: width and height swap.
-    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
-        width, height = height, width
-    return height, width
 
 
 def display_pixels(images, index: int, size) -> np.ndarray:

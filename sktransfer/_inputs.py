@@ -13,7 +13,11 @@ Accepted inputs
   ``(n, h, w, 4)``. Integer arrays hold pixels in 0-255. Float arrays hold
   pixels in 0-255, or in 0-1 when every value of the array lies in ``[0, 1]``
   (then they are multiplied by 255). Anything outside ``[0, 255]`` is an error:
-  pass raw pixels, the backbone's own preprocessing is applied for you.
+  pass raw pixels, the backbone's own preprocessing is applied for you. One
+  image of shape ``(h, w, 1|3|4)``, without its batch axis, is an error too
+  (read as ``(n, h, w)`` it would be grayscale images 1 to 4 pixels wide).
+  Nested lists (``X.tolist()``) and object arrays of numbers are read as the
+  numeric array they hold.
 * a list/tuple/array/pandas Series/one-column DataFrame of file paths (str or
   PathLike), in any format Pillow reads; EXIF orientation is honoured.
   16-bit files are scaled from 0-65535; 32-bit integer and float files
@@ -54,6 +58,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image, ImageOps
 
+from . import _fingerprint
 from ._files import open_regular
 from .exceptions import ImageLoadError
 
@@ -185,6 +190,34 @@ class Images(ABC):
             their pixels are zeros. Only non-empty with ``on_error="nan"``.
         """
 
+    @abstractmethod
+    def keys(self, fingerprint: str = "metadata") -> list[bytes | None]:
+        """One feature-cache key per image (see :mod:`sktransfer._fingerprint`).
+
+        None where an image has no stable key (a file that cannot be read).
+        ``fingerprint`` ("metadata" or "content") says how files are keyed.
+        """
+
+    @abstractmethod
+    def sizes(self, fallback_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """(height, width) of every image as given, before any resizing.
+
+        Files are sized from their headers (no decoding), honouring EXIF
+        orientation as :meth:`take` does; an unreadable file gets
+        ``fallback_size``.
+        """
+
+    def needs_decoding(self, size: tuple[int, int]) -> bool:
+        """Whether loading at ``size`` decodes or resizes anything.
+
+        That work is worth doing ahead in threads, overlapped with the network.
+        """
+        return True
+
+    def describe(self, index: int) -> str:
+        """Image ``index`` as messages name it."""
+        return str(self.name(index))
+
 
 class ArrayImages(Images):
     """A numeric ndarray of same-size images, read lazily batch by batch."""
@@ -208,6 +241,15 @@ class ArrayImages(Images):
             pixels = pixels * self.scale
         rgb = _to_rgb(pixels) if self.array.ndim == 4 else _gray(pixels)
         return resize(rgb, size), []
+
+    def keys(self, fingerprint="metadata"):
+        return _fingerprint.array_keys(self.array, self.scale)
+
+    def sizes(self, fallback_size):
+        return [tuple(self.array.shape[1:3])] * len(self)
+
+    def needs_decoding(self, size):
+        return self.array.shape[1:3] != _as_size(size)
 
 
 def _gray(pixels: np.ndarray) -> np.ndarray:
@@ -238,6 +280,18 @@ class SequenceImages(Images):
                 continue
             batch[offset] = resize(pixels[np.newaxis], size)[0]
         return batch, failed
+
+    def keys(self, fingerprint="metadata"):
+        return [_fingerprint.item_key(item, fingerprint) for item in self.items]
+
+    def sizes(self, fallback_size):
+        return [_item_size(item, _as_size(fallback_size)) for item in self.items]
+
+    def describe(self, index):
+        item = self.items[index]
+        if _is_path(item):
+            return f"{self.name(index)} ({item!r})"
+        return super().describe(index)
 
     def _load_one(self, index: int, size) -> np.ndarray:
         item = self.items[index]
@@ -286,6 +340,26 @@ def _pil_pixels(image: Image.Image, size=None) -> np.ndarray:
             raise ValueError("it contains NaN or infinite pixel values.")
         return _gray(values * range_scale(float(values.min()), float(values.max()), is_float, "it"))
     return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def _item_size(item, fallback_size) -> tuple[int, int]:
+    if isinstance(item, np.ndarray):
+        return tuple(item.shape[:2])
+    if isinstance(item, Image.Image):
+        return _pil_size(item)
+    try:
+        with Image.open(item) as image:
+            return _pil_size(image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return fallback_size
+
+
+def _pil_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    # EXIF orientations 5-8 rotate by a quarter turn: width and height swap.
+    if image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8):
+        width, height = height, width
+    return height, width
 
 
 def _reduction(image: Image.Image, size) -> int:
@@ -366,9 +440,11 @@ def range_scale(low: float, high: float, is_float: bool, where: str = "X") -> fl
     Float pixels all within [0, 1] are read as 0-1 (factor 255).
     """
     if low < 0 or high > 255:
+        # scikit-learn's words for input that must not be negative.
+        negative = "Negative values in data: " if low < 0 else ""
         raise ValueError(
-            f"{where} has pixel values in [{low:g}, {high:g}]; expected 0-255 "
-            "(or 0-1 for floats). Pass raw pixels: the backbone's own "
+            f"{negative}{where} has pixel values in [{low:g}, {high:g}]; expected "
+            "0-255 (or 0-1 for floats). Pass raw pixels: the backbone's own "
             "preprocessing is applied for you. Rescale 16-bit images to 0-255."
         )
     return 255.0 if is_float and high <= 1.0 else 1.0
@@ -411,7 +487,20 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
     Returns
     -------
     images : Images
+        ``X`` itself when it is one already (validated when it was made:
+        the Dask blocks of :mod:`sktransfer._dask` go through ``transform``).
+
+    Notes
+    -----
+    This is the estimators' input validation, in place of scikit-learn's
+    ``validate_data``, which does not fit images: it would set
+    ``n_features_in_`` to ``X.shape[1]``, an image's height here, which no
+    method may check (images of any size are resized), and
+    ``feature_names_in_`` to the name of a DataFrame's column of paths; and
+    its ``check_array`` knows no file paths or PIL images.
     """
+    if isinstance(X, Images):
+        return X
     if _is_path(X):
         hint = (
             " It is a folder: use sktransfer.load_image_folder(path) to list "
@@ -435,6 +524,10 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
         X = np.asarray(X)
     if isinstance(X, np.ndarray) and X.dtype.kind == "c":
         raise ValueError("Complex data not supported: images are real pixel values.")
+    if isinstance(X, np.ndarray) and X.dtype.kind == "O" and X.ndim > 2:
+        # Pixel values in an object array are read as numbers, as
+        # scikit-learn reads object arrays (paths are 1-D or one column).
+        X = _numeric(X)
     if isinstance(X, np.ndarray) and X.dtype.kind in "uifb":
         images = _numeric_array(X)
         images.names = names
@@ -457,6 +550,10 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
         )
     if not items:
         raise ValueError("X is empty: at least one image is required.")
+    # An image as nested lists (X.tolist() of an array) is its array.
+    items = [
+        _numeric(item) if isinstance(item, (list, tuple)) else item for item in items
+    ]
     if all(isinstance(item, np.ndarray) for item in items) and _same_shape(items):
         images = _numeric_array(np.stack(items))
         images.names = names
@@ -476,6 +573,21 @@ def as_images(X, *, on_error: str = "raise", names: Sequence | None = None) -> I
     images = SequenceImages(items, on_error)
     images.names = names
     return images
+
+
+def _numeric(values):
+    """Nested lists or an object array of numbers as a numeric array.
+
+    The numbers' own types decide its dtype, so integer pixels stay integers
+    (0-255) and floats floats (0-1 or 0-255). Anything else is returned
+    unchanged, for the caller's error to name.
+    """
+    nested = values.tolist() if isinstance(values, np.ndarray) else values
+    try:
+        array = np.asarray(nested)
+    except (ValueError, TypeError):  # ragged lists
+        return values
+    return array if array.dtype.kind in "uifb" else values
 
 
 def _same_shape(items: list[np.ndarray]) -> bool:
@@ -510,6 +622,7 @@ def _numeric_array(X: np.ndarray) -> ArrayImages:
             f"X has {X.ndim} dimensions (shape {X.shape}); images must have "
             "shape (n, height, width) or (n, height, width, channels)."
         )
+    check_not_single_image(X.shape)
     if X.shape[0] == 0:
         raise ValueError("X is empty: at least one image is required.")
     if X.ndim == 4 and X.shape[-1] not in (1, 3, 4):
@@ -518,6 +631,21 @@ def _numeric_array(X: np.ndarray) -> ArrayImages:
             "(grayscale), 3 (RGB) or 4 (RGBA), channels last."
         )
     return ArrayImages(X)
+
+
+def check_not_single_image(shape: tuple, what: str = "X") -> None:
+    """Refuse an array of shape (height, width, 1|3|4): one image, no batch axis.
+
+    Read as (n, height, width) it would be many grayscale images 1, 3 or 4
+    pixels wide, and give that many rows of features without an error.
+    """
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"{what} has shape {tuple(shape)}: one {shape[0]}x{shape[1]} image with "
+            f"{shape[2]} channel(s), not a batch of images. Reshape your data: "
+            "X[np.newaxis] for a batch of this one image, or X[..., np.newaxis] "
+            f"for grayscale images {shape[2]} pixel(s) wide."
+        )
 
 
 def _check_files_exist(items: list, on_error: str, names=None) -> None:
@@ -571,7 +699,7 @@ def iter_batches(
     """
     order = np.arange(len(images)) if indices is None else np.asarray(indices)
     n = len(order)
-    if isinstance(images, ArrayImages) and images.array.shape[1:3] == _as_size(size):
+    if not images.needs_decoding(size):
         # Nothing to decode or resize: a batch is a cast of a slice, and
         # prefetch threads would only compete with the network for the
         # cores (measured: about 5 % slower on 2 cores).
@@ -595,12 +723,7 @@ def warn_failed(failed: list[int], images: Images) -> None:
     """Warn once about images replaced by NaN features."""
     if not failed:
         return
-    shown = ", ".join(
-        f"{images.name(index)} ({images.items[index]!r})"
-        if isinstance(images, SequenceImages) and _is_path(images.items[index])
-        else str(images.name(index))
-        for index in failed[:5]
-    )
+    shown = ", ".join(images.describe(index) for index in failed[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     warnings.warn(
         f"{len(failed)} image(s) could not be read; their features are NaN: "

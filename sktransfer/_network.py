@@ -75,8 +75,19 @@ class Network:
         default_factory=lambda: LRUCache(_MAX_FUNCTIONS_PER_NETWORK)
     )
     #: Deepest layer of every cut asked of this network's features (see
-    #: ``_features.eager_parts``).
-    cut_depths: set = field(default_factory=set)
+    #: :meth:`record_cut_depth`).
+    _cut_depths: set = field(default_factory=set, init=False, repr=False)
+
+    def record_cut_depth(self, depth: int) -> int:
+        """Record that features were asked down to layer position ``depth``.
+
+        Returns how many different depths were asked of this network in the
+        process so far: from two on, a grid over ``layer`` is under way (see
+        :func:`sktransfer._features.eager_parts`).
+        """
+        with _lock:
+            self._cut_depths.add(depth)
+            return len(self._cut_depths)
 
     def layer_shape(self, layer_name: str) -> tuple[int, int, int] | None:
         for block in self.blocks:
@@ -271,6 +282,22 @@ class FeatureFunction:
 def _is_saved_model_path(backbone) -> bool:
     return isinstance(backbone, os.PathLike) or (
         isinstance(backbone, str) and backbone.lower().endswith((".keras", ".h5"))
+    )
+
+
+def network_of(estimator) -> Network:
+    """The built network of an estimator's backbone parameters.
+
+    ``backbone``, ``weights``, ``input_size`` and ``precision`` define it
+    (see :func:`load_network`): built once per process, shared by clones.
+    """
+    from ._engines import network_precision
+
+    return load_network(
+        estimator.backbone,
+        estimator.weights,
+        normalize_input_size(estimator.input_size),
+        network_precision(estimator.precision),
     )
 
 

@@ -15,8 +15,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from . import _engines, _inputs, _pooling
 from ._fingerprint import FINGERPRINTS
-from ._network import PRECISIONS, load_network
-from .backbones._build import normalize_input_size
+from ._network import PRECISIONS, network_of
 from .backbones._registry import PREPROCESSING_MODES
 
 BACKBONE_CONSTRAINTS: dict = {
@@ -84,12 +83,7 @@ class BackboneMixin:
         return self._network()  # load_network checks weights and backbone paths
 
     def _network(self):
-        return load_network(
-            self.backbone,
-            self.weights,
-            normalize_input_size(self.input_size),
-            _engines.network_precision(self.precision),
-        )
+        return network_of(self)
 
     def _engine(self) -> _engines.Engine:
         """What runs the forward pass (chosen again at each use: the GPU may come)."""

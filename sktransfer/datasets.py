@@ -333,7 +333,8 @@ def load_digits(*, return_X_y: bool = False):
     )
 
 
-def _image_extensions() -> set[str]:
+def image_extensions() -> set[str]:
+    """The file extensions Pillow reads, lower case with the dot."""
     Image.init()
     return {ext.lower() for ext in Image.registered_extensions()}
 
@@ -378,7 +379,7 @@ def load_image_folder(
     root = os.fspath(path)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"load_image_folder: {root!r} is not a folder.")
-    extensions = _image_extensions()
+    extensions = image_extensions()
     classes = sorted(
         entry.name
         for entry in os.scandir(root)

@@ -255,7 +255,7 @@ class GradCAMDisplay:
             fallback_size = estimator.input_size_
         else:
             heatmaps, predicted = _gradcam.cam_and_predictions(estimator, X, target)
-            extractor = _gradcam._linear_parts(estimator)[0]
+            extractor = _gradcam.linear_parts(estimator)[0]
             on_error = extractor.on_error
             fallback_size = extractor.input_size_
         classes = estimator.classes_
@@ -263,7 +263,7 @@ class GradCAMDisplay:
         n = len(images)
         if y is not None and len(y) != n:
             raise ValueError(f"X has {n} images but y has {len(y)} labels.")
-        sizes = _gradcam.image_sizes(images, fallback_size)
+        sizes = images.sizes(fallback_size)
         pixels = [_gradcam.display_pixels(images, i, sizes[i]) for i in range(n)]
         predicted_labels = [
             classes[index] if index >= 0 else "unreadable" for index in predicted

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import DataConversionWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
@@ -220,7 +220,7 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
 @pytest.mark.parametrize(
     "params, fit_args, message",
     [
-        ({}, lambda X, y: (X, np.array(["a"] * 24)), "single class \\('a'\\)"),
+        ({}, lambda X, y: (X, np.array(["a"] * 24)), "only one class \\('a'\\)"),
         ({}, lambda X, y: (X, y[:20]), "X has 24 images but y has 20 labels"),
         ({}, lambda X, y: (X, np.where(np.arange(24) == 5, np.nan, 1.0)), "missing labels .* indices \\[5\\]"),
         ({}, lambda X, y: (X, np.array(["a", None] * 12, dtype=object)), "missing labels .* indices \\[1, 3"),
@@ -232,6 +232,7 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
         ({"layer": 5}, None, "layer=5 is out of range"),
         ({}, lambda X, y: (X, y, np.ones(3)), "sample_weight has shape \\(3,\\)"),
         ({}, lambda X, y: (X, y, -np.ones(24)), "Negative values in data passed to `sample_weight`"),
+        ({}, lambda X, y: (X, y, (y == "dark") * 1.0), "sample_weight leaves only one class with weight \\('dark'\\)"),
         ({}, lambda X, y: (X, np.stack([y, y], axis=1)), "1-D array of class labels.*got shape \\(24, 2\\)"),
     ],
 )
@@ -240,14 +241,6 @@ def test_bad_input_gets_clear_errors(data, tiny_backbone_file, params, fit_args,
     args = fit_args(X, y) if fit_args else (X, y)
     with pytest.raises(ValueError, match=message):
         classifier(tiny_backbone_file, **params).fit(*args)
-
-
-def test_column_y_warns_as_scikit_learn_does_and_fits_the_same(data, tiny_backbone_file):
-    X, y = data
-    expected = classifier(tiny_backbone_file).fit(X, y).predict_proba(X)
-    with pytest.warns(DataConversionWarning, match="column-vector y"):
-        column = classifier(tiny_backbone_file).fit(X, y[:, np.newaxis])
-    np.testing.assert_array_equal(column.predict_proba(X), expected)
 
 
 def test_undecodable_image_in_fit_names_the_file(data, tmp_path, tiny_backbone_file):

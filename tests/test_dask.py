@@ -193,6 +193,8 @@ def test_the_package_works_without_dask():
 def test_dask_structure_errors_are_clear():
     with pytest.raises(ValueError, match="images must have shape"):
         CNNFeatureExtractor(**COMMON).fit(da.zeros((4, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match="one 32x32 image .* Reshape your data"):
+        CNNFeatureExtractor(**COMMON).fit(da.zeros((32, 32, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="one column of file paths"):
         CNNFeatureExtractor(**COMMON).fit(
             dd.from_pandas(pd.DataFrame({"a": ["x"], "b": ["y"]}), npartitions=1)

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from sktransfer import CNNFeatureExtractor, _engines, cache
+from sktransfer import CNNFeatureExtractor, _compiled, _engines, cache
 from sktransfer._engines import Engine
 from sktransfer._network import load_network
 
@@ -331,7 +331,7 @@ def test_classifier_predictions_agree_with_tensorflow(engine, fitted_classifier)
     try:
         proba, scores, labels = clf.predict_proba(X), clf.decision_function(X), clf.predict(X)
         assert all(
-            f.converted for f in clf._functions.values()
+            f.converted for f in _compiled.functions_of(clf.model_).values()
             if isinstance(f, _engines.EngineFunction)
         )
     finally:

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -158,24 +157,6 @@ def test_clones_share_one_built_network(images):
     )
     assert len(_network._cache) == 1
     np.testing.assert_array_equal(first.transform(images), second.transform(images))
-
-
-def test_image_versions_of_the_estimator_checks(images):
-    """What sklearn's checks test with tabular data, here with images."""
-    ext = extractor(layer=-2)
-    before = images.copy()
-    full = ext.fit(images).transform(images)
-    np.testing.assert_array_equal(images, before)  # input untouched
-    assert ext.fit(images) is ext  # fit returns self
-    np.testing.assert_array_equal(ext.fit(images).transform(images), full)  # idempotent
-    order = np.random.default_rng(0).permutation(len(images))
-    np.testing.assert_allclose(ext.transform(images[order]), full[order], atol=1e-5)
-    np.testing.assert_allclose(ext.transform(images[3:7]), full[3:7], atol=1e-5)
-    for dtype in (np.float32, np.float64, np.int64):
-        np.testing.assert_allclose(ext.transform(images.astype(dtype)), full, atol=1e-4)
-    np.testing.assert_allclose(ext.transform(np.asfortranarray(images)), full, atol=1e-5)
-    with pytest.raises(NotFittedError, match="CNNFeatureExtractor instance is not fitted yet"):
-        extractor().transform(images)
 
 
 def test_keras_model_backbone_is_used_and_not_modified(images, tmp_path):

@@ -56,7 +56,10 @@ def test_resize_to_input_size(images):
         (np.zeros((4, 8)), "reshape"),
         (np.zeros((2, 2, 8, 8, 3)), "5 dimensions"),
         (np.zeros((4, 8, 8, 2)), "2 channels"),
-        (np.full((4, 8, 8), -1.0), "pixel values"),
+        (np.full((4, 8, 8), -1.0), "Negative values in data: X has pixel values"),
+        (np.zeros((8, 8, 3)), "one 8x8 image with 3 channel.*Reshape your data"),
+        (np.zeros((8, 8, 1)), "X\\[..., np.newaxis\\] for grayscale images 1 pixel"),
+        (np.array([[[[{}]]]], dtype=object), "dtype object"),
         (np.full((4, 8, 8), 300), "pixel values"),
         (np.zeros((4, 8, 8), dtype=bool), "dtype bool"),
         ([], "empty"),
@@ -67,6 +70,17 @@ def test_resize_to_input_size(images):
 def test_bad_arrays_get_clear_errors(X, message):
     with pytest.raises(ValueError, match=message):
         as_images(X)
+
+
+def test_nested_lists_and_object_arrays_are_read_as_numbers(images):
+    expected = load_all(images)[0]
+    np.testing.assert_array_equal(load_all(images.tolist())[0], expected)
+    np.testing.assert_array_equal(load_all(images.astype(object))[0], expected)
+    # Integers stay 0-255 and floats in 0-1 are scaled, as for arrays.
+    unit = (images / 255.0).astype(object)
+    np.testing.assert_allclose(load_all(unit)[0], expected, atol=1e-3)
+    ragged = [images[0].tolist(), images[1][:16].tolist()]
+    assert len(as_images(ragged)) == 2
 
 
 def test_nan_names_the_image():

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ..datasets import _image_extensions, check_no_empty_class, load_image_folder
+from ..datasets import check_no_empty_class, image_extensions, load_image_folder
 from ..exceptions import SktransferError
 
 
@@ -30,7 +30,7 @@ def _has_subfolders(folder: str) -> bool:
 
 
 def _flat_images(folder: str) -> list[str]:
-    extensions = _image_extensions()
+    extensions = image_extensions()
     return sorted(
         entry.path
         for entry in os.scandir(folder)

@@ -167,11 +167,16 @@ def _tsv(row: list[str]) -> str:
 
 def _use_engine(model, engine: str) -> None:
     """Run a loaded model's inference on ``engine`` (its steps', for a pipeline)."""
+    from ._classifier import FineTunedCNNClassifier
+    from ._engines import choose
+    from ._extractor import CNNFeatureExtractor
+
     steps = getattr(model, "named_steps", {})
     for estimator in [model, *steps.values()]:
-        if hasattr(estimator, "_engine"):
+        if isinstance(estimator, (CNNFeatureExtractor, FineTunedCNNClassifier)):
             estimator.set_params(engine=engine)
-            estimator._engine()  # a missing extra: said before any image is read
+            # A missing extra: said before any image is read.
+            choose(engine, estimator.precision)
 
 
 def run_predict(args, *, say, warn) -> int:
