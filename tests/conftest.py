@@ -30,6 +30,14 @@ def make_images(n: int = 12, size: int = SIZE, seed: int = 0) -> np.ndarray:
     )
 
 
+def bright_and_dark(n: int = 24, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes any block tells apart: images, and every other one darkened."""
+    images = make_images(n, seed=seed)
+    labels = np.array(["bright", "dark"] * (n // 2))
+    images[labels == "dark"] //= 4
+    return images, labels
+
+
 @pytest.fixture
 def empty_cache():
     """An empty feature cache before and after the test."""
