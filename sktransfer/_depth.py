@@ -34,15 +34,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from ._pooling import n_pooled
 
 #: Blocks probed, counted from the top. One pass computes every block below
 #: the top anyway; what grows with this number is the logistic regressions
-#: (a few seconds each on 1,000 images) and the chance that a block wins the
-#: probe by its noise. On Fashion-MNIST and EfficientNet-Lite0, the blocks
-#: below the fourth from the top score 5 to 15 points under the best
-#: (benchmarks/README.md).
+#: (about 3 s a block on 1,000 images on 2 busy cores) and the chance that a
+#: block wins by the probe's noise. The shallow blocks left out are edges
+#: and colours at a high resolution: on Fashion-MNIST (EfficientNet-Lite0)
+#: the fifth from the top scores 12 to 16 points under the best
+#: (benchmarks/README.md, "Depth chosen from the data").
 PROBED_BLOCKS = 4
 #: The probe's values of C, chosen by the same cross-validation.
 C_GRID = (0.01, 0.1, 1.0)
@@ -63,18 +65,25 @@ FEW_PER_CLASS = 10
 MANY_PER_CLASS = 1000
 
 
-def linear_probe(X, y, cv, *, refit: bool = True) -> GridSearchCV:
+def linear_probe(X, y, cv=None, *, refit: bool = True):
     """Logistic regression on standardised features, C chosen by ``cv``.
 
-    The one linear classifier of the depth probe and of ``sktransfer demo``.
+    The one linear classifier of the depth probe and of ``sktransfer demo``:
+    a fitted :class:`~sklearn.model_selection.GridSearchCV` over ``C_GRID``,
+    or with ``cv=None`` (too few images per class to choose) a pipeline
+    fitted at C=1.0.
     """
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER))
-    search = GridSearchCV(
-        pipe, {"logisticregression__C": list(C_GRID)}, cv=cv, refit=refit, n_jobs=1
-    )
-    with warnings.catch_warnings():
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER))
+    if cv is not None:
+        model = GridSearchCV(
+            model, {"logisticregression__C": list(C_GRID)}, cv=cv, refit=refit, n_jobs=1
+        )
+    # One BLAS thread: on features of this size threads cost more than they
+    # give, and on a busy machine they spin, 20 to 40 times slower
+    # (benchmarks/README.md, "Depth chosen from the data").
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # see MAX_ITER
-        return search.fit(X, y)
+        return model.fit(X, y)
 
 
 @dataclass(frozen=True)
