@@ -138,7 +138,9 @@ default="float32"
         the ``layer`` that gives the same features.
     depth_scores_ : dict
         With ``layer="auto"`` only: block index -> mean cross-validated
-        accuracy of its linear probe, top block first.
+        accuracy of its linear probe, top block first
+        (:meth:`sktransfer.inspection.LayerTransferDisplay.from_estimator`
+        draws it).
     depth_reason_ : str
         With ``layer="auto"`` only: the choice and its evidence in a
         sentence (scores, folds, images, the probe's time).
