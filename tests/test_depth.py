@@ -17,6 +17,7 @@ from sktransfer import (
     load_model,
     save_model,
 )
+from sktransfer._cli_model import training_summary
 
 from .conftest import bright_and_dark, make_images, tiny_backbone
 
@@ -185,6 +186,8 @@ def test_classifier_auto_depths_are_fitted_attributes_with_their_reason(
     assert "small and different" in clf.depth_reason_
     assert [stage.trainable_blocks for stage in clf.stages_] == [0, 1]
     assert clf.predict(X).shape == (24,)
+    summary = training_summary(clf)  # what `sktransfer fit` prints
+    assert summary[0] == f"chosen from the images: {clf.depth_reason_}"
 
 
 def test_classifier_auto_blocks_with_a_fixed_layer_skip_the_probe(data, tiny_backbone_file):
