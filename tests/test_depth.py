@@ -136,6 +136,13 @@ def test_auto_layer_needs_labels(data, tiny_backbone_file):
         est.fit(X, ["a", "b", "b"])
 
 
+def test_auto_layer_refuses_a_dask_collection(data):
+    da = pytest.importorskip("dask.array")
+    X, y = data
+    with pytest.raises(ValueError, match="never computes a Dask collection"):
+        CNNFeatureExtractor(layer="auto").fit(da.from_array(X, chunks=8), y)
+
+
 def test_tags_say_auto_layer_requires_y():
     assert CNNFeatureExtractor(layer="auto").__sklearn_tags__().target_tags.required
     assert not CNNFeatureExtractor().__sklearn_tags__().target_tags.required
