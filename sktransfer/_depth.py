@@ -43,7 +43,7 @@ from ._pooling import n_pooled
 #: (about 3 s a block on 1,000 images on 2 busy cores) and the chance that a
 #: block wins by the probe's noise. The shallow blocks left out are edges
 #: and colours at a high resolution: on Fashion-MNIST (EfficientNet-Lite0)
-#: the fifth from the top scores 12 to 16 points under the best
+#: the fifth from the top scores 11 to 13 points under the best
 #: (benchmarks/README.md, "Depth chosen from the data").
 PROBED_BLOCKS = 4
 #: The probe's values of C, chosen by the same cross-validation.
@@ -79,8 +79,9 @@ def linear_probe(X, y, cv=None, *, refit: bool = True):
             model, {"logisticregression__C": list(C_GRID)}, cv=cv, refit=refit, n_jobs=1
         )
     # One BLAS thread: on features of this size threads cost more than they
-    # give, and on a busy machine they spin, 20 to 40 times slower
-    # (benchmarks/README.md, "Depth chosen from the data").
+    # give, and on a busy machine they spin: one fit of the probe took 42 s
+    # with 2 threads, 0.4 s with one (benchmarks/README.md, "Depth chosen
+    # from the data").
     with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)  # see MAX_ITER
         return model.fit(X, y)
