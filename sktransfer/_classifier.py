@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from . import _compiled, _engines, _features, _fit_tasks, _inputs, _stages, _training
+from . import _compiled, _depth, _engines, _features, _fit_tasks, _inputs, _stages, _training
 from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
@@ -42,7 +42,9 @@ class FineTunedCNNClassifier(
 
     Rule of thumb: little data, keep ``trainable_blocks`` at 0-1; more data,
     unfreeze more; data far from ImageNet, cut lower (``layer=-2``). Grid
-    search ``trainable_blocks`` and ``learning_rate`` to decide.
+    search ``trainable_blocks`` and ``learning_rate`` to decide, or let
+    ``layer="auto"`` and ``trainable_blocks="auto"`` apply the rule to the
+    training images.
 
     Parameters
     ----------
@@ -51,8 +53,12 @@ class FineTunedCNNClassifier(
         its weights for every fit; the model you pass is never modified.
     weights : {"imagenet"} or None or path, default="imagenet"
         As in :class:`CNNFeatureExtractor`.
-    layer : int, str or list, default=-1
+    layer : int, str, list or "auto", default=-1
         Where to cut the network (a block index, a layer name, or a list).
+        ``"auto"``: the best of the top four blocks for a logistic
+        regression on their features, by cross-validation on the training
+        images, as in :class:`CNNFeatureExtractor` (its pass fills the
+        cache stage 1 trains from).
     pooling : {"avg", "max", "avgmax", "flatten"} or int, default="avg"
         How the cut point's map becomes the top's input.
     input_size : int or (height, width), default=None
@@ -60,10 +66,16 @@ class FineTunedCNNClassifier(
     preprocessing : {"auto", "tf", "torch", "caffe"}, callable or None, \
 default="auto"
         As in :class:`CNNFeatureExtractor`.
-    trainable_blocks : int or "all", default=1
+    trainable_blocks : int, "all" or "auto", default=1
         How many top blocks of the cut network are unfrozen in stage 2: 0
         trains the new top only (feature extraction trained end to end),
-        ``"all"`` the whole network.
+        ``"all"`` the whole network. ``"auto"`` follows the rule of thumb,
+        from the training images in the smallest class and the cut: under
+        10, 0 (too few for early stopping's validation split); under 1,000
+        (small data), 1; from 1,000 on (large data), 2 when the cut is the
+        top block (similar to ImageNet) and ``"all"`` when it is lower
+        (different: ``layer="auto"`` found a lower block better, or you
+        cut there).
     learning_rate : float, default=1e-4
         Learning rate of stage 2 (fine tuning): small, so the pretrained
         weights are adjusted, never destroyed.
@@ -192,6 +204,14 @@ default="float32"
     input_size_ : tuple of int
     trainable_blocks_ : int
         Blocks unfrozen in stage 2.
+    layer_ : int
+        With ``layer="auto"`` only: the chosen block (``-1`` the deepest).
+    depth_scores_ : dict
+        With ``layer="auto"`` only: block index -> mean cross-validated
+        accuracy of its linear probe, top block first.
+    depth_reason_ : str
+        With ``layer="auto"`` or ``trainable_blocks="auto"`` only: each
+        choice and its evidence, in words.
 
     See Also
     --------
@@ -238,7 +258,10 @@ default="float32"
 
     _parameter_constraints: dict = {
         **BACKBONE_CONSTRAINTS,
-        "trainable_blocks": [Interval(Integral, 0, None, closed="left"), StrOptions({"all"})],
+        "layer": [StrOptions({"auto"}), *BACKBONE_CONSTRAINTS["layer"]],
+        "trainable_blocks": [
+            Interval(Integral, 0, None, closed="left"), StrOptions({"all", "auto"})
+        ],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "head_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -370,7 +393,7 @@ default="float32"
 
         self._forget_fit()  # a failed refit must not leave a mix of old and new state
         seed = _seed(self.random_state)
-        network = self._fit_network()
+        network = self._fit_network(images, y)
         targets, weights = self._fit_classes(y, weights)
         self.stages_ = _stages.plan(self, network, len(images), augment)
         data = _StageData(self, network, images, targets, weights, seed)
@@ -402,13 +425,39 @@ default="float32"
         for name in [n for n in vars(self) if n.endswith("_") and not n.startswith("__")]:
             delattr(self, name)
 
-    def _fit_network(self):
-        """The cut network; sets ``layer_names_``, ``trainable_blocks_``, ``input_size_``."""
+    def _fit_network(self, images, y):
+        """The cut network; sets ``layer_names_``, ``trainable_blocks_``, ``input_size_``.
+
+        The ``"auto"`` depths are chosen here, from the training images.
+        """
         network = self._check_backbone_params()
-        self.layer_names_ = network.resolve_layers(self.layer)
+        reasons = []
+        if isinstance(self.layer, str) and self.layer == "auto":
+            _depth.check_probe_labels(y, "FineTunedCNNClassifier")
+            names = _depth.probe_layer_names(network)
+            features = self._features(network, names, self.pooling, images)
+            probe = _depth.probe(network, features, y, self.pooling)
+            self.layer_ = probe.layer
+            self.depth_scores_ = probe.scores
+            self.layer_names_ = [probe.layer_name]
+            reasons.append(probe.describe())
+        else:
+            self.layer_names_ = network.resolve_layers(self.layer)
+        trainable_blocks = self.trainable_blocks
+        if trainable_blocks == "auto":
+            per_class = int(np.unique(y, return_counts=True)[1].min())
+            trainable_blocks, reason = _depth.trainable_blocks_rule(
+                per_class, _depth.cut_at_top(network, self.layer_names_)
+            )
+            if trainable_blocks != "all":  # a small network may have fewer
+                n = _training.n_blocks_below(network, self.layer_names_)
+                trainable_blocks = min(trainable_blocks, n)
+            reasons.append(reason)
         self.trainable_blocks_ = _training.check_trainable_blocks(
-            self.trainable_blocks, network, self.layer_names_
+            trainable_blocks, network, self.layer_names_
         )
+        if reasons:
+            self.depth_reason_ = "; ".join(reasons)
         self.input_size_ = network.input_size
         return network
 

@@ -16,7 +16,9 @@ a class-per-subfolder folder or a CSV of ``path,label``), the demo measures
 on the same held-out images (a fixed test set, a held-out split, or
 cross-validation where classes are small), then prints a ranked table and a
 recommendation in the terms of the rule of thumb (which depth, and whether
-fine tuning paid for its cost), and writes a figure.
+fine tuning paid for its cost), with the depths ``layer="auto"`` and
+``trainable_blocks="auto"`` choose from the training images alone, and
+writes a figure.
 """
 
 from __future__ import annotations
@@ -24,22 +26,14 @@ from __future__ import annotations
 import csv
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix
-from sklearn.model_selection import (
-    GridSearchCV,
-    StratifiedKFold,
-    StratifiedShuffleSplit,
-)
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
 from ._classifier import FineTunedCNNClassifier
+from ._depth import FEW_PER_CLASS, MANY_PER_CLASS, linear_probe, trainable_blocks_rule
 from ._extractor import CNNFeatureExtractor
 from ._inputs import as_images
 from ._pooling import n_pooled
@@ -53,14 +47,9 @@ from .exceptions import DatasetNotFoundError, MissingWeightsPackageError
 
 DEFAULT_LAYERS = (-1, -2, -3)
 DEFAULT_SAMPLES_PER_CLASS = 100
-_C_GRID = [0.01, 0.1, 1.0]
 #: Raw pixels of files are compared at this size: 768 values per image, as
 #: many as Fashion-MNIST's 28x28, which keeps the baseline's fits seconds.
 _RAW_SIZE = (16, 16)
-#: Iterations of each logistic regression: a probe of what the features
-#: hold, not a converged fit (on separable features lbfgs would run for
-#: minutes per fit to no change of accuracy).
-_MAX_ITER = 300
 #: Smallest class size for one held-out split (20 %, so at least 10 test
 #: images per class); smaller classes are evaluated by cross-validation.
 _HOLDOUT_MIN_CLASS = 50
@@ -90,6 +79,7 @@ class Result:
     std: float | None = None  # across cross-validation folds
     predicted: np.ndarray | None = field(default=None, repr=False)
     is_top: bool = False  # features of the backbone's deepest block
+    depth_reason: str = ""  # set on the row layer="auto" chose: its evidence
 
 
 @dataclass
@@ -298,18 +288,10 @@ def load_user_data(path: str | os.PathLike, seed: int = 0) -> DemoData:
 
 def _linear(X, y, seed):
     """Scaled logistic regression, C chosen by CV on the training images."""
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=_MAX_ITER))
     folds = min(3, int(np.unique(y, return_counts=True)[1].min()))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # see _MAX_ITER
-        if folds < 2:  # too few images per class to choose C: a fixed one
-            return pipe.fit(X, y), "C=1.0"
-        search = GridSearchCV(
-            pipe,
-            {"logisticregression__C": _C_GRID},
-            cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-            n_jobs=1,
-        ).fit(X, y)
+    if folds < 2:  # too few images per class to choose C: a fixed one
+        return linear_probe(X, y), "C=1.0"
+    search = linear_probe(X, y, StratifiedKFold(folds, shuffle=True, random_state=seed))
     return search, f"C={search.best_params_['logisticregression__C']}"
 
 
@@ -395,10 +377,21 @@ def compare(
     seconds_per_image = (time.perf_counter() - warm) / max(len(data.y) - 2, 1)
     widths = [n_pooled(shape, extractor.pooling) for shape in extractor.layer_shapes_]
     offsets = np.concatenate([[0], np.cumsum(widths)])
+    blocks = [features[:, offsets[i] : offsets[i + 1]] for i in range(len(layers))]
+    names = list(extractor.layer_names_)
+    # What layer="auto" chooses from the training images alone; the pass
+    # above cached every block's features, so it costs its regressions.
+    train = data.splits[0][0]
+    auto = CNNFeatureExtractor(
+        backbone, weights=weights, layer="auto", input_size=input_size, engine=engine
+    ).fit(data.X[train], data.y[train])
+    say(f"layer='auto' on the training images: {auto.depth_reason_}.")
+    if auto.layer_names_[0] not in names:
+        layers, names = (*layers, auto.layer_), [*names, auto.layer_names_[0]]
+        blocks.append(auto.transform(data.X))
     top = _top_block(backbone, weights, input_size)
-    for index, (layer, name) in enumerate(zip(layers, extractor.layer_names_)):
+    for layer, name, block in zip(layers, names, blocks):
         start = time.perf_counter()
-        block = features[:, offsets[index] : offsets[index + 1]]
         accuracy, std, params, predicted = _score(
             lambda train: _fit_rows(block, data.y, train, seed), data
         )
@@ -408,6 +401,7 @@ def compare(
                 accuracy, time.perf_counter() - start + extract_seconds / len(layers),
                 params, "features", std, predicted,
                 is_top=name == top,
+                depth_reason=auto.depth_reason_ if name == auto.layer_names_[0] else "",
             )
         )
 
@@ -496,7 +490,7 @@ def _fine_tune(
             learning_rate=params["learning_rate"],
             augment={"flip": "horizontal", "translation": 0.05, "zoom": 0.05},
             # A validation split needs images of every class to spare.
-            early_stopping=smallest >= 10,
+            early_stopping=smallest >= FEW_PER_CLASS,
             random_state=seed,
             engine=params["engine"],
         )
@@ -602,7 +596,16 @@ def recommend(results: list[Result], data: DemoData) -> tuple[Result, str]:
         )
     # What the methods trained on: the test images do not count.
     per_class = np.unique(data.y[data.splits[0][0]], return_counts=True)[1].min()
-    if per_class >= 1000 and chosen is not pixels:
+    auto = next((r for r in features if r.depth_reason), None)
+    if auto is not None:
+        _, blocks = trainable_blocks_rule(int(per_class), auto.is_top)
+        lines.append(
+            f"Chosen from the training images alone, layer='auto' takes "
+            f"{auto.depth_reason}; it scores {auto.accuracy:.3f} here (the best "
+            f"features {best_features.accuracy:.3f}). FineTunedCNNClassifier("
+            f"trainable_blocks='auto') at that cut: {blocks}."
+        )
+    if per_class >= MANY_PER_CLASS and chosen is not pixels:
         lines.append(
             f"With {per_class}+ images per class, fine tuning more blocks "
             "(trainable_blocks=2, 3 or 'all') is likely to pay: grid-search it."
@@ -620,8 +623,9 @@ def format_table(results: list[Result], ranked: bool = True) -> str:
     ]
     for rank, r in enumerate(rows, start=1):
         accuracy = f"{r.accuracy:.4f}" + (f" ± {r.std:.3f}" if r.std is not None else "")
+        params = ", ".join(filter(None, [r.params, r.depth_reason and "layer='auto'"]))
         lines.append(
-            f"| {rank} | {r.method} | {r.layer} | {accuracy} | {r.seconds:.1f} | {r.params} |"
+            f"| {rank} | {r.method} | {r.layer} | {accuracy} | {r.seconds:.1f} | {params} |"
         )
     return "\n".join(lines)
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _dask, _features, _fit_tasks, _inputs, _pooling
+from . import _dask, _depth, _features, _fit_tasks, _inputs, _pooling
 from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
@@ -23,7 +24,8 @@ class CNNFeatureExtractor(
     trained on its pooled output. Rule of thumb: small data similar to
     ImageNet, take a high layer (``-1``); small and different data (medical,
     satellite, drawings), try lower layers (``-2``, ``-3``, with
-    ``pooling=2`` to keep some layout); grid-search ``layer`` to decide.
+    ``pooling=2`` to keep some layout); grid-search ``layer`` to decide, or
+    let ``layer="auto"`` measure it on the training images.
 
     Parameters
     ----------
@@ -43,11 +45,18 @@ class CNNFeatureExtractor(
         backbone, ``"imagenet"`` and ``None`` both keep the model's own
         weights. Random weights of a registered backbone are the same in
         every process (fixed seed): for tests and timing, not for results.
-    layer : int, str or list, default=-1
+    layer : int, str, list or "auto", default=-1
         Where to cut. An int indexes the backbone's blocks like a list (``-1``
         the deepest, ``0`` the shallowest; see
         :func:`sktransfer.backbones.blocks`), a str is a Keras layer name,
-        a list concatenates the features of several cut points.
+        a list concatenates the features of several cut points. ``"auto"``
+        chooses one of the top four blocks in ``fit(X, y)``, which then
+        needs labels: a logistic regression on each block's features (one
+        pass of the network computes them all, and caches them for
+        ``transform``), scored by 3-fold cross-validation on the training
+        images; the best block is the cut, the higher one on a tie. The
+        choice and its evidence are ``layer_``, ``depth_scores_`` and
+        ``depth_reason_``.
     pooling : {"avg", "max", "avgmax", "flatten"} or int, default="avg"
         How each cut point's (h, w, c) map becomes features: global average
         or max (c features), both concatenated (2c), no pooling (h*w*c), or
@@ -124,6 +133,17 @@ default="float32"
         The pooling the features were defined with at fit time.
     n_features_out_ : int
         Number of features ``transform`` returns.
+    layer_ : int
+        With ``layer="auto"`` only: the chosen block (``-1`` the deepest),
+        the ``layer`` that gives the same features.
+    depth_scores_ : dict
+        With ``layer="auto"`` only: block index -> mean cross-validated
+        accuracy of its linear probe, top block first
+        (:meth:`sktransfer.inspection.LayerTransferDisplay.from_estimator`
+        draws it).
+    depth_reason_ : str
+        With ``layer="auto"`` only: the choice and its evidence in a
+        sentence (scores, folds, images, the probe's time).
 
     See Also
     --------
@@ -134,6 +154,14 @@ default="float32"
     -----
     ``fit`` learns nothing from the images: it validates the parameters and
     the input, and builds (or finds in the process-wide cache) the network.
+    With ``layer="auto"`` it also runs the network over ``X`` (the pass
+    ``transform`` then finds in the cache) and learns the cut from ``y``;
+    the choice is deterministic (unshuffled stratified folds, as
+    scikit-learn's ``cv=3``) and its regressions take seconds (at most 3,000
+    images are used, evenly within each class). It is a
+    :class:`~sklearn.model_selection.GridSearchCV` over ``layer``, run on
+    the training images alone: inside a search or a cross-validation it
+    never sees a test fold.
     Built networks are shared by every clone in a process, so a grid search
     builds each backbone once. ``n_features_in_`` is not set: the input is
     images of any size (or file paths), not a fixed number of columns.
@@ -162,6 +190,7 @@ default="float32"
 
     _parameter_constraints: dict = {
         **BACKBONE_CONSTRAINTS,
+        "layer": [StrOptions({"auto"}), *BACKBONE_CONSTRAINTS["layer"]],
         "jit_compile": ["boolean"],
         **CACHE_CONSTRAINTS,
     }
@@ -210,16 +239,16 @@ default="float32"
         X : array-like of images, file paths or PIL images, or a Dask collection
             See :func:`sktransfer.load_image_folder` and the package README
             for the accepted forms. Only validated: no image is read (and a
-            Dask collection is not computed).
-        y : None
-            Ignored.
+            Dask collection is not computed), except with ``layer="auto"``.
+        y : array-like of shape (n_images,), default=None
+            Class labels: required with ``layer="auto"``, ignored otherwise.
 
         Returns
         -------
         self : CNNFeatureExtractor
         """
         tasks = _fit_tasks.FitTasks(self, X, y)
-        self._fit(X)
+        self._fit(X, y)
         tasks.end()
         return self
 
@@ -235,8 +264,8 @@ default="float32"
         ----------
         X : array-like of images, file paths or PIL images, or a Dask collection
             As for :meth:`transform`.
-        y : None
-            Ignored.
+        y : array-like of shape (n_images,), default=None
+            Class labels: required with ``layer="auto"``, ignored otherwise.
 
         Returns
         -------
@@ -248,33 +277,76 @@ default="float32"
         tasks = _fit_tasks.FitTasks(
             self, X, y, task_name="fit-transform", n_tasks=0 if lazy else 1
         )
-        images = self._fit(X)
+        images, features = self._fit(X, y)
         if lazy:
             features = _dask.transform(self, X)
-        else:
+        elif features is None:
             features = self._features_of(images, progress=tasks.batches("transform"))
         tasks.end()
         return features
 
-    def _fit(self, X):
-        """Set what ``fit`` learns; the images of ``X`` (None for Dask input)."""
-        images = None
+    def _fit(self, X, y=None):
+        """Set what ``fit`` learns.
+
+        Returns the images of ``X`` (None for Dask input), and their
+        features when choosing the layer computed them (else None).
+        """
+        auto = self._auto_layer()
+        images = features = None
         if _dask.is_dask_collection(X):
+            if auto:
+                raise ValueError(
+                    "layer='auto' chooses the layer from images fit can read, and "
+                    "fit never computes a Dask collection. Choose it on a sample "
+                    "that fits in memory: CNNFeatureExtractor(layer='auto').fit("
+                    "sample, y_sample).layer_, then pass that layer."
+                )
             _dask.check(X)  # structure only: fitting must not compute X
         else:
             # Not validate_data: see as_images' Notes (images set no n_features_in_).
             images = _inputs.as_images(X, on_error=self.on_error)
+        if auto:
+            y = self._check_probe_labels(y, len(images))
         check_memory(self.memory)
         network = self._check_backbone_params()
-        self.layer_names_ = network.resolve_layers(self.layer)
+        self.pooling_ = self.pooling
+        if auto:
+            names = _depth.probe_layer_names(network)
+            probed = self._features_of(images, layer_names=names)
+            probe = _depth.probe(network, probed, y, self.pooling)
+            self.layer_ = probe.layer
+            self.depth_scores_ = probe.scores
+            self.depth_reason_ = probe.describe()
+            self.layer_names_ = [probe.layer_name]
+            features = probed[:, probe.columns]
+        else:
+            self.layer_names_ = network.resolve_layers(self.layer)
         self.layer_shapes_ = [network.layer_shape(name) for name in self.layer_names_]
         self.backbone_name_ = network.name
         self.input_size_ = network.input_size
-        self.pooling_ = self.pooling
         self.n_features_out_ = sum(
             _pooling.n_pooled(shape, self.pooling) for shape in self.layer_shapes_
         )
-        return images
+        return images, features
+
+    def _auto_layer(self) -> bool:
+        return isinstance(self.layer, str) and self.layer == "auto"
+
+    def _check_probe_labels(self, y, n_images: int) -> np.ndarray:
+        """The labels ``layer="auto"`` chooses by, checked."""
+        if y is None:
+            raise ValueError(
+                "CNNFeatureExtractor(layer='auto') chooses the layer from labelled "
+                "images, so fit needs y (the class of each image), but y is None. "
+                "Pass fit(X, y), or a fixed layer (layer=-1, the top block)."
+            )
+        from ._classifier import _check_labels
+
+        y = _check_labels(y)
+        if len(y) != n_images:
+            raise ValueError(f"X has {n_images} images but y has {len(y)} labels.")
+        _depth.check_probe_labels(y, "CNNFeatureExtractor")
+        return y
 
     def transform(self, X):
         """Features of the images in ``X``.
@@ -299,10 +371,10 @@ default="float32"
             return _dask.transform(self, X)
         return self._features_of(_inputs.as_images(X, on_error=self.on_error))
 
-    def _features_of(self, images, progress=None):
+    def _features_of(self, images, progress=None, layer_names=None):
         return _features.features(
             self._network(),
-            self.layer_names_,
+            self.layer_names_ if layer_names is None else layer_names,
             self.pooling_,
             images,
             preprocessing=self.preprocessing,
@@ -344,4 +416,5 @@ default="float32"
         tags.input_tags.string = True
         tags.input_tags.positive_only = True  # pixel values are 0-255
         tags.transformer_tags.preserves_dtype = []
+        tags.target_tags.required = self._auto_layer()
         return tags

@@ -33,6 +33,7 @@ from .backbones._build import (
     check_weights,
     is_model,
     model_at_input_size,
+    normalize_input_size,
 )
 from .backbones._registry import get_spec, normalize_name
 from .backbones._tensorflow import tensorflow

@@ -684,6 +684,46 @@ default="fill_between"
         return display.plot(ax=ax, std_display_style=std_display_style)
 
 
+    @classmethod
+    def from_estimator(cls, estimator, *, ax=None) -> LayerTransferDisplay:
+        """Draw the probe of ``layer="auto"``: each block's accuracy.
+
+        The curve ``fit`` chose the cut from: the cross-validated accuracy
+        of a logistic regression on each probed block's features, deeper to
+        the right (``depth_scores_``). The chosen block is named in the
+        legend.
+
+        Parameters
+        ----------
+        estimator : CNNFeatureExtractor, FineTunedCNNClassifier or Pipeline
+            Fitted with ``layer="auto"``; a pipeline's step that was.
+        ax : matplotlib Axes, default=None
+
+        Returns
+        -------
+        display : LayerTransferDisplay
+        """
+        _pyplot("LayerTransferDisplay")
+        steps = [step for _, step in getattr(estimator, "steps", [])] or [estimator]
+        fitted = next((step for step in steps if hasattr(step, "depth_scores_")), None)
+        if fitted is None:
+            raise ValueError(
+                f"{type(estimator).__name__} has no depth_scores_: only a fit with "
+                "layer='auto' probes the blocks. Fit it with layer='auto', or draw "
+                "a grid search over layer with LayerTransferDisplay.from_cv_results."
+            )
+        values = sorted(fitted.depth_scores_)
+        display = cls(
+            values,
+            np.array([[fitted.depth_scores_[v] for v in values]]),
+            np.zeros((1, len(values))),
+            param_name="layer",
+            line_labels=[f"linear probe (layer='auto' chose {fitted.layer_})"],
+            score_name="accuracy",
+        )
+        return display.plot(ax=ax, std_display_style=None)
+
+
 def _cv_results(cv_results) -> dict:
     if isinstance(cv_results, dict):
         return cv_results

@@ -30,12 +30,19 @@ def make_images(n: int = 12, size: int = SIZE, seed: int = 0) -> np.ndarray:
     )
 
 
-def two_classes(n: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Images of two learnable classes, "a" and "b" (darker), alternating."""
+def two_classes(
+    n: int = 16, seed: int = 0, names=("a", "b"), darken: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes any block tells apart: images, every other one darkened."""
     images = make_images(n, seed=seed)
-    labels = np.array(["a", "b"] * (n // 2))
-    images[labels == "b"] //= 3
+    labels = np.array(list(names) * (n // 2))
+    images[labels == names[1]] //= darken
     return images, labels
+
+
+def bright_and_dark(n: int = 24, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Classes "bright" and "dark" (a quarter of the brightness)."""
+    return two_classes(n, seed, ("bright", "dark"), 4)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from sktransfer import FineTunedCNNClassifier
 from sktransfer.exceptions import ImageLoadError
 
-from .conftest import make_images, save_pngs, tiny_backbone
+from .conftest import bright_and_dark, save_pngs, tiny_backbone
 
 
 def classifier(backbone, **params):
@@ -28,10 +28,7 @@ def classifier(backbone, **params):
 @pytest.fixture
 def data():
     """Two learnable classes: bright and dark images."""
-    images = make_images(24, seed=1)
-    labels = np.array(["bright", "dark"] * 12)
-    images[labels == "dark"] //= 4
-    return images, labels
+    return bright_and_dark()
 
 
 def test_learns_and_predicts_string_labels(data, tiny_backbone_file):

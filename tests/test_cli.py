@@ -91,6 +91,10 @@ def test_options_mirror_the_estimator_parameters():
     )
     assert (args.layer, args.pooling, args.input_size) == ([-2, -3], 2, (64, 48))
     assert args.trainable_blocks == "all" and args.weights is None
+    auto = build_parser().parse_args(
+        ["fit", "data", "-o", "m", "--layer", "auto", "--trainable-blocks", "auto"]
+    )
+    assert (auto.layer, auto.trainable_blocks) == ("auto", "auto")
     assert args.augment is False and args.early_stopping is False
     command_line_only = {"debug", "command", "run", "folder", "output", "cache_dir"}
     assert set(vars(args)) - command_line_only <= set(FineTunedCNNClassifier().get_params())

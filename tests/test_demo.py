@@ -21,7 +21,7 @@ from PIL import Image
 
 import sktransfer.datasets as datasets
 from sktransfer import _demo
-from sktransfer._demo import DemoData, Result, load_builtin_data, recommend
+from sktransfer._demo import DemoData, Result, format_table, load_builtin_data, recommend
 from sktransfer.cli import main
 from sktransfer.exceptions import DatasetNotFoundError
 
@@ -247,7 +247,11 @@ def test_demo_on_a_class_folder(fresh_machine, capsys):
     assert "Data: 15 images in 3 classes (5 to 5 per class), scored on 5-fold" in out
     table = [line for line in out.splitlines() if line.startswith("| ") and "rank" not in line]
     rows = [line for line in table if not line.startswith("|---")]
-    assert len(rows) == 4  # pixels, two depths, fine tuning
+    # Pixels, two depths, fine tuning; and the layer="auto" chose when it is
+    # neither of the two.
+    assert len(rows) in (4, 5)
+    assert sum("layer='auto'" in row for row in rows) == 1
+    assert "layer='auto' takes layer -" in out
     accuracies = [float(row.split("|")[4].split("±")[0]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     assert max(accuracies) >= 0.8  # the colours are easy
@@ -337,6 +341,16 @@ def test_depth_is_read_in_the_rule_of_thumb_terms():
     assert "lower, more generic features transfer better" in text
     chosen, text = recommend(rows(0.60, 0.62, pixels=0.9), data)
     assert chosen.kind == "pixels" and "Raw pixels beat every CNN row" in text
+
+
+def test_the_auto_depths_are_shown_with_their_evidence():
+    results = rows(0.80, 0.85)
+    results[2].depth_reason = "layer -2 (mid): the best of a linear probe"
+    _, text = recommend(results, make_data(500))
+    assert "layer='auto' takes layer -2 (mid): the best of a linear probe" in text
+    assert "trainable_blocks='auto') at that cut: trainable_blocks 1: small data" in text
+    assert "| -2 (mid) | 0.8500 | 10.0 | layer='auto' |" in format_table(results)
+    assert "layer='auto'" not in recommend(rows(0.80, 0.85), make_data(500))[1]
 
 
 def test_more_blocks_are_suggested_for_many_training_images_only():

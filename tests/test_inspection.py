@@ -448,6 +448,24 @@ def test_layer_transfer_display_errors(layer_search):
         LayerTransferDisplay.from_cv_results(GridSearchCV(LogisticRegression(), {}))
 
 
+def test_layer_transfer_display_of_the_auto_layer_probe(square_data, backbone):
+    (X, y, _), _ = square_data
+    pipeline = make_pipeline(
+        CNNFeatureExtractor(backbone, preprocessing="tf", layer="auto"),
+        LogisticRegression(),
+    ).fit(X, y)
+    extractor = pipeline[0]
+    display = LayerTransferDisplay.from_estimator(pipeline)
+    assert display.values == sorted(extractor.depth_scores_)  # deeper to the right
+    np.testing.assert_allclose(
+        display.lines_[0].get_ydata(), [extractor.depth_scores_[v] for v in display.values]
+    )
+    assert f"chose {extractor.layer_}" in display.line_labels[0]
+    assert display.fill_between_ is None and display.errorbar_ is None
+    with pytest.raises(ValueError, match="only a fit with layer='auto'"):
+        LayerTransferDisplay.from_estimator(CNNFeatureExtractor(backbone).fit(X))
+
+
 def test_displays_without_matplotlib(monkeypatch, square_classifier):
     monkeypatch.setitem(__import__("sys").modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r'pip install "sktransfer\[plot\]"'):

@@ -56,12 +56,14 @@ def _pooling(text: str):
 
 
 def _trainable_blocks(text: str):
-    if text == "all":
+    if text in ("all", "auto"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: use a number of blocks or 'all'") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use a number of blocks, 'all' or 'auto'"
+        ) from None
 
 
 class _HelpFormatter(argparse.HelpFormatter):
@@ -114,8 +116,10 @@ def _add_cut_options(parser) -> None:
         "--layer",
         type=_layer,
         default=-1,
-        help="where to cut: a block index (-1 the deepest), a Keras layer name, or a "
-        "comma-separated list, e.g. --layer=-2 or --layer=-1,-2 (default: -1)",
+        help="where to cut: a block index (-1 the deepest), a Keras layer name, a "
+        "comma-separated list, e.g. --layer=-2 or --layer=-1,-2, or auto (the best "
+        "of the top four blocks for a linear probe on the labelled images; "
+        "default: -1)",
     )
     parser.add_argument(
         "--pooling",
@@ -321,7 +325,8 @@ def _add_fit_parser(commands) -> None:
     fit.add_argument(
         "--trainable-blocks", type=_trainable_blocks, default=1,
         help="top blocks unfrozen in stage 2: 0 trains the new top only, 'all' the "
-        "whole network (default: 1)",
+        "whole network, 'auto' by the rule of thumb from the images per class and "
+        "the cut (default: 1)",
     )
     fit.add_argument("--learning-rate", type=float, default=1e-4,
                      help="learning rate of stage 2, fine tuning (default: 1e-4)")

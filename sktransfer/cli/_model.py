@@ -60,6 +60,8 @@ def run_fit(args, *, say, warn) -> int:
 def training_summary(clf) -> list[str]:
     """Epochs run per stage and the validation accuracy of the weights kept."""
     lines = []
+    if hasattr(clf, "depth_reason_"):  # layer or trainable_blocks "auto"
+        lines.append(f"chosen from the images: {clf.depth_reason_}")
     last = None
     for number, stage in enumerate(clf.stages_, start=1):
         history = clf.history_.get(stage.name)
