@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
+
 import keras
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils._param_validation import InvalidParameterError
 
-from sktransfer import _lr_find, _training
+from sktransfer import _lr_find, _training, load_model, save_model
+from sktransfer._stages import Stage
+
+from .conftest import make_images
+from .test_classifier import classifier as small_classifier
 
 # The range test -------------------------------------------------------------
 
@@ -150,3 +159,96 @@ def test_losses_after_a_nan_are_ignored():
     assert _lr_find.suggest(RATES, losses) == nan_free is not None
     with pytest.raises(ValueError, match="of one length"):
         _lr_find.suggest(RATES, losses[:10])
+
+
+# The classifier ---------------------------------------------------------------
+
+
+def classifier(backbone, **params):
+    """test_classifier's small fast classifier, fine tuning at learning_rate="auto"."""
+    return small_classifier(
+        backbone, **{"learning_rate": "auto", "trainable_blocks": 1, **params}
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Two learnable classes, bright and dark images, as in test_classifier."""
+    images = make_images(16, seed=1)
+    labels = np.array(["bright", "dark"] * 8)
+    images[labels == "dark"] //= 4
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def fitted(data, tiny_backbone_file):
+    return classifier(tiny_backbone_file).fit(*data)
+
+
+def test_auto_records_the_curve_and_the_rate(fitted):
+    head, fine_tune = fitted.stages_
+    assert head.learning_rate == 1e-3  # given: no test
+    assert list(fitted.lr_find_) == ["fine_tune"]
+    found = fitted.lr_find_["fine_tune"]
+    assert set(found) == {"learning_rates", "losses", "suggestion", "learning_rate"}
+    assert len(found["learning_rates"]) == len(found["losses"]) > 10
+    assert found["suggestion"] == found["learning_rate"] == fine_tune.learning_rate
+    assert fine_tune.learning_rate in found["learning_rates"]
+
+
+def test_auto_trains_as_the_rate_it_chose_and_is_reproducible(fitted, data, tiny_backbone_file):
+    X, y = data
+    again = classifier(tiny_backbone_file).fit(X, y)
+    assert again.stages_ == fitted.stages_
+    assert again.lr_find_ == fitted.lr_find_
+    # The range test left no trace: a fit at the chosen rate is the same fit.
+    rate = fitted.stages_[1].learning_rate
+    fixed = classifier(tiny_backbone_file, learning_rate=rate).fit(X, y)
+    assert fixed.lr_find_ == {}
+    np.testing.assert_array_equal(fixed.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_head_learning_rate_auto(data, tiny_backbone_file):
+    clf = classifier(tiny_backbone_file, head_learning_rate="auto", epochs=0).fit(*data)
+    assert list(clf.lr_find_) == ["head"] and len(clf.stages_) == 1
+    assert clf.stages_[0].learning_rate == clf.lr_find_["head"]["learning_rate"]
+
+
+def test_no_clear_descent_falls_back_to_the_default(data, tiny_backbone_file, monkeypatch):
+    monkeypatch.setattr(_lr_find, "suggest", lambda rates, losses: None)
+    with pytest.warns(UserWarning, match=r"learning_rate='auto'.*trains at 0.0001"):
+        clf = classifier(tiny_backbone_file, epochs=1).fit(*data)
+    assert clf.stages_[1].learning_rate == 1e-4
+    assert clf.lr_find_["fine_tune"]["suggestion"] is None
+
+
+def test_auto_is_a_parameter_like_any_other(fitted, data, tiny_backbone_file, tmp_path):
+    X, y = data
+    with pytest.raises(InvalidParameterError, match="learning_rate"):
+        classifier(tiny_backbone_file, learning_rate="fast").fit(X, y)
+    assert clone(fitted).get_params()["learning_rate"] == "auto"
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert restored.lr_find_ == fitted.lr_find_ and restored.stages_ == fitted.stages_
+    path = tmp_path / "model.sktransfer"
+    save_model(fitted, path)
+    loaded = load_model(path)
+    assert loaded.learning_rate == "auto"
+    assert loaded.lr_find_ == fitted.lr_find_ and loaded.stages_ == fitted.stages_
+    np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+
+
+def test_auto_in_a_grid_search(data, tiny_backbone_file):
+    search = GridSearchCV(
+        classifier(tiny_backbone_file, head_epochs=1, epochs=1),
+        {"learning_rate": ["auto", 1e-3]},
+        cv=2,
+    ).fit(*data)
+    assert search.cv_results_["param_learning_rate"].tolist() == ["auto", 1e-3]
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+
+
+def test_an_unresolved_stage_is_valid_and_other_strings_are_not():
+    stage = Stage("fine_tune", "fine tuning", 1, 2, "auto")
+    assert stage.to_dict()["learning_rate"] == "auto"
+    with pytest.raises(ValueError, match="Not a valid training stage"):
+        Stage("fine_tune", "fine tuning", 1, 2, "fast")
