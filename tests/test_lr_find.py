@@ -252,3 +252,46 @@ def test_an_unresolved_stage_is_valid_and_other_strings_are_not():
     assert stage.to_dict()["learning_rate"] == "auto"
     with pytest.raises(ValueError, match="Not a valid training stage"):
         Stage("fine_tune", "fine tuning", 1, 2, "fast")
+
+
+# The display --------------------------------------------------------------------
+
+
+@pytest.fixture
+def plt():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+
+
+def test_display_from_estimator(fitted, plt):
+    from sktransfer.inspection import LearningRateFinderDisplay
+
+    display = LearningRateFinderDisplay.from_estimator(fitted)
+    found = fitted.lr_find_["fine_tune"]
+    np.testing.assert_array_equal(display.line_.get_xdata(), found["learning_rates"])
+    np.testing.assert_array_equal(display.line_.get_ydata(), found["losses"])
+    assert display.ax_.get_xscale() == "log"
+    assert display.suggestion_.get_xdata().tolist() == [found["suggestion"]]
+    assert display.ax_.get_title() == "range test: fine tuning"
+    _, ax = plt.subplots()
+    assert LearningRateFinderDisplay.from_estimator(fitted, ax=ax).ax_ is ax
+    with pytest.raises(ValueError, match=r"stage='head' ran no range test.*\['fine_tune'\]"):
+        LearningRateFinderDisplay.from_estimator(fitted, stage="head")
+
+
+def test_display_from_arrays_and_its_errors(data, tiny_backbone_file, plt):
+    from sktransfer.inspection import LearningRateFinderDisplay
+
+    display = LearningRateFinderDisplay(RATES, valley()).plot()
+    assert display.suggestion_ is None and len(display.line_.get_xdata()) == 100
+    with pytest.raises(ValueError, match="outside the rates"):
+        LearningRateFinderDisplay(RATES, valley(), suggestion=10.0).plot()
+    with pytest.raises(ValueError, match="increasing"):
+        LearningRateFinderDisplay(RATES[::-1], valley()).plot()
+    given = classifier(tiny_backbone_file, learning_rate=1e-3, epochs=0).fit(*data)
+    with pytest.raises(ValueError, match="learning_rate='auto'"):
+        LearningRateFinderDisplay.from_estimator(given)
