@@ -69,7 +69,10 @@ def training_summary(clf) -> list[str]:
         title = f"stage {number} ({stage.title})"
         if stage.trainable_blocks:
             title += f", {stage.trainable_blocks} block(s) unfrozen"
-        lines.append(f"{title}: {epochs} epoch(s)")
+        line = f"{title}: {epochs} epoch(s)"
+        if stage.name in getattr(clf, "lr_find_", {}):
+            line += f", learning rate {stage.learning_rate:.2g} from a range test"
+        lines.append(line)
         last = history
     if last is not None and last.get("val_loss") and last.get("val_accuracy"):
         # Early stopping keeps the weights of the epoch of lowest validation loss.

@@ -12,7 +12,9 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import _lr_find, _training, load_model, save_model
+from sktransfer._cli_model import training_summary
 from sktransfer._stages import Stage
+from sktransfer.cli import build_parser
 
 from .conftest import make_images
 from .test_classifier import classifier as small_classifier
@@ -252,6 +254,20 @@ def test_an_unresolved_stage_is_valid_and_other_strings_are_not():
     assert stage.to_dict()["learning_rate"] == "auto"
     with pytest.raises(ValueError, match="Not a valid training stage"):
         Stage("fine_tune", "fine tuning", 1, 2, "fast")
+
+
+def test_command_line_accepts_auto(fitted):
+    parser = build_parser()
+    args = parser.parse_args(
+        ["fit", "photos", "-o", "m.sktransfer", "--learning-rate", "auto",
+         "--head-learning-rate", "auto"]
+    )
+    assert args.learning_rate == args.head_learning_rate == "auto"
+    assert parser.parse_args(["fit", "p", "-o", "m", "--learning-rate", "3e-4"]).learning_rate == 3e-4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["fit", "p", "-o", "m", "--learning-rate", "fast"])
+    rate = fitted.stages_[1].learning_rate
+    assert f"learning rate {rate:.2g} from a range test" in "\n".join(training_summary(fitted))
 
 
 # The display --------------------------------------------------------------------
