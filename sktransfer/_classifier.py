@@ -71,9 +71,10 @@ default="auto"
         learning-rate range test (as fastai's ``lr_find``) on the training
         images, after stage 1 trained and right before stage 2 runs: up to
         100 batches at rates growing from 1e-7 to 1, the weights and
-        optimizer put back afterwards; the rate halfway down the longest
-        descent of the loss is chosen (fastai's "valley"), or the default
-        1e-4, with a warning, when the loss never falls clearly. The curve
+        optimizer put back afterwards; the rate where the loss falls
+        fastest is chosen (where its longest descent has lost half its
+        drop), or the default 1e-4, with a warning, when the loss never
+        falls clearly. The curve
         is kept in ``lr_find_`` and the rate in ``stages_``; the same
         ``random_state`` chooses the same rate.
     head_learning_rate : float or "auto", default=1e-3

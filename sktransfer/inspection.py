@@ -458,8 +458,9 @@ class LearningRateFinderDisplay:
     The curve of ``learning_rate="auto"`` (fastai's ``lr_find``): the
     smoothed training loss of one batch per rate, the rates growing
     exponentially, on a log axis. Where the loss falls, the network learns;
-    where it shoots up, the rate is too high. The suggested rate, halfway
-    down the longest descent, is marked; a curve without a clear descent
+    where it shoots up, the rate is too high. The suggested rate, where the
+    longest descent has lost half its drop, is marked; a curve without a
+    clear descent
     has no suggestion (the classifier then used its default rate).
 
     Parameters
