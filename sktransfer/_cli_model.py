@@ -70,8 +70,13 @@ def training_summary(clf) -> list[str]:
         if stage.trainable_blocks:
             title += f", {stage.trainable_blocks} block(s) unfrozen"
         line = f"{title}: {epochs} epoch(s)"
-        if stage.name in getattr(clf, "lr_find_", {}):
-            line += f", learning rate {stage.learning_rate:.2g} from a range test"
+        found = getattr(clf, "lr_find_", {}).get(stage.name)
+        if found is not None:
+            line += f", learning rate {stage.learning_rate:.2g} " + (
+                "from a range test"
+                if found["suggestion"] is not None
+                else "(the default: the range test found no clear descent)"
+            )
         lines.append(line)
         last = history
     if last is not None and last.get("val_loss") and last.get("val_accuracy"):

@@ -231,6 +231,9 @@ def test_no_clear_descent_falls_back_to_the_default(data, tiny_backbone_file, mo
         clf = classifier(tiny_backbone_file, epochs=1).fit(*data)
     assert clf.stages_[1].learning_rate == 1e-4
     assert clf.lr_find_["fine_tune"]["suggestion"] is None
+    assert "learning rate 0.0001 (the default: the range test found no clear descent)" in (
+        "\n".join(training_summary(clf))
+    )
 
 
 def test_auto_is_a_parameter_like_any_other(fitted, data, tiny_backbone_file, tmp_path):
