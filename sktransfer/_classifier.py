@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import warnings
 import weakref
 from numbers import Integral, Real
@@ -20,7 +22,7 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from . import _compiled, _depth, _engines, _features, _fit_tasks, _inputs, _stages, _training
+from . import _compiled, _depth, _engines, _features, _fit_tasks, _inputs, _lr_find, _stages, _training
 from ._parameters import BACKBONE_CONSTRAINTS, CACHE_CONSTRAINTS, BackboneMixin
 from .cache import check_memory
 
@@ -76,11 +78,22 @@ default="auto"
         top block (similar to ImageNet) and ``"all"`` when it is lower
         (different: ``layer="auto"`` found a lower block better, or you
         cut there).
-    learning_rate : float, default=1e-4
+    learning_rate : float or "auto", default=1e-4
         Learning rate of stage 2 (fine tuning): small, so the pretrained
-        weights are adjusted, never destroyed.
-    head_learning_rate : float, default=1e-3
-        Learning rate of stage 1 (the new top on the frozen network).
+        weights are adjusted, never destroyed. ``"auto"``: found by a
+        learning-rate range test (as fastai's ``lr_find``) on the training
+        images, after stage 1 trained and right before stage 2 runs: up to
+        100 batches at rates growing from 1e-7 to 1, the weights and
+        optimizer put back afterwards; the rate where the loss falls
+        fastest is chosen (where its longest descent has lost half its
+        drop), or the default 1e-4, with a warning, when the loss never
+        falls clearly. The curve
+        is kept in ``lr_find_`` and the rate in ``stages_``; the same
+        ``random_state`` chooses the same rate.
+    head_learning_rate : float or "auto", default=1e-3
+        Learning rate of stage 1 (the new top on the frozen network);
+        ``"auto"`` as for ``learning_rate``, before stage 1 (cheap on the
+        cached features), with the default 1e-3 as fallback.
     head_epochs : int, default=10
         Maximum epochs of stage 1.
     epochs : int, default=10
@@ -199,6 +212,15 @@ default="float32"
         at most, at what ``learning_rate``, and on what ``inputs``
         (``"pixels"``, augmented when ``augment`` is set; cached pooled
         ``"features"``; cached ``"maps"`` of a frozen ``boundary`` layer).
+        A rate ``"auto"`` reads as the rate the range test chose.
+    lr_find_ : dict
+        The learning-rate range tests run, keyed by the stage's name (empty
+        when no rate is ``"auto"``): ``{"fine_tune": {"learning_rates":
+        [...], "losses": [...], "suggestion": float or None,
+        "learning_rate": float}}``, the losses smoothed, ``suggestion`` None
+        when the curve had no clear descent and ``learning_rate`` the rate
+        used. :class:`~sktransfer.inspection.LearningRateFinderDisplay`
+        draws them.
     layer_names_ : list of str
         The Keras layers the network is cut at.
     input_size_ : tuple of int
@@ -262,8 +284,10 @@ default="float32"
         "trainable_blocks": [
             Interval(Integral, 0, None, closed="left"), StrOptions({"all", "auto"})
         ],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
+        "head_learning_rate": [
+            Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})
+        ],
         "head_epochs": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 0, None, closed="left")],
         "optimizer": [StrOptions(set(_training.OPTIMIZERS))],
@@ -403,11 +427,12 @@ default="float32"
             n_tasks=len(self.stages_) + len(_stages.passes(self.stages_)),
         )
         trainer = self._trainer(network, augment, seed)
-        self.history_ = {}
+        self.history_, self.lr_find_ = {}, {}
         with trainer.lock:
             trainer.reset()
             for stage in self.stages_:
                 batches = data.batches(stage, tasks)
+                stage = self._resolve_learning_rate(stage, trainer, batches[0])
                 report = tasks.stage(stage.name, stage.epochs, trainer.inference_copy)
                 self.history_[stage.name] = _training.run_stage(
                     trainer.stage_model(stage), *batches, epochs=stage.epochs,
@@ -419,6 +444,26 @@ default="float32"
             self.model_ = trainer.inference_copy()
         tasks.end()
         return self
+
+    def _resolve_learning_rate(self, stage, trainer, train):
+        """``stage``, with the rate of a range test if its rate is ``"auto"``.
+
+        Records the test in ``lr_find_`` and the rate in ``stages_``.
+        """
+        if stage.learning_rate != "auto":
+            return stage
+        parameter = "head_learning_rate" if stage.name == "head" else "learning_rate"
+        fallback = inspect.signature(type(self)).parameters[parameter].default
+        # Any number: the range test sets the rate of every step.
+        model = trainer.stage_model(dataclasses.replace(stage, learning_rate=fallback))
+        self.lr_find_[stage.name] = _lr_find.find(
+            model, train, parameter=parameter, fallback=fallback, stage=stage.title
+        )
+        chosen = dataclasses.replace(
+            stage, learning_rate=self.lr_find_[stage.name]["learning_rate"]
+        )
+        self.stages_ = tuple(chosen if s is stage else s for s in self.stages_)
+        return chosen
 
     def _forget_fit(self) -> None:
         """Drop every fitted attribute."""

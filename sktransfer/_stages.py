@@ -38,8 +38,11 @@ class Stage:
         trains the top only. BatchNorm layers never train.
     epochs : int
         The most epochs it runs (early stopping may end it sooner).
-    learning_rate : float
-        The rate of a fresh optimizer, made for this stage.
+    learning_rate : float or "auto"
+        The rate of a fresh optimizer, made for this stage. ``"auto"`` in a
+        plan: ``fit`` replaces it, right before the stage runs, by the rate
+        a range test chose (:mod:`sktransfer._lr_find`); a stage that never
+        ran keeps it.
     inputs : {"pixels", "features", "maps"}
         ``"pixels"``: images read batch by batch every epoch, through the
         augmentation layers (active when ``augment`` is set) and the whole
@@ -64,7 +67,7 @@ class Stage:
     title: str
     trainable_blocks: int
     epochs: int
-    learning_rate: float
+    learning_rate: float | str
     inputs: str = "pixels"
     boundary: str | None = None
     schedule: str = "constant"
@@ -79,7 +82,7 @@ class Stage:
             isinstance(self.title, str),
             _is_int(self.trainable_blocks) and self.trainable_blocks >= 0,
             _is_int(self.epochs) and self.epochs >= 0,
-            _is_real(self.learning_rate) and self.learning_rate > 0,
+            self.learning_rate == "auto" or _is_real(self.learning_rate) and self.learning_rate > 0,
             self.inputs in INPUTS,
             (self.boundary is None) == (self.inputs != "maps")
             and (self.boundary is None or isinstance(self.boundary, str)),

@@ -620,6 +620,21 @@ def clear_trainers() -> None:
         _trainers.clear()
 
 
+def build_training(model, batch) -> None:
+    """Create a compiled model's optimizer and metrics variables, eagerly.
+
+    Before its train step is traced: variables created while tracing keep
+    memory alive. The hook is private Keras API, so it is optional (the
+    optimizer alone is then built through its public ``build``).
+    """
+    if model.optimizer.built:
+        return
+    if hasattr(model, "_symbolic_build"):
+        model._symbolic_build(data_batch=batch)
+    else:
+        model.optimizer.build(model.trainable_variables)
+
+
 def run_stage(
     model, train, validation, *, epochs, patience, verbose, callbacks=(),
     schedule="constant",
@@ -631,11 +646,7 @@ def run_stage(
     """
     import keras
 
-    # Create the optimizer's and metrics' variables eagerly, before fit traces
-    # its train step: variables created while tracing keep memory alive. The
-    # hook is private Keras API, so it is optional.
-    if not model.optimizer.built and hasattr(model, "_symbolic_build"):
-        model._symbolic_build(data_batch=train[0])
+    build_training(model, train[0])
     schedules = [] if schedule == "constant" else [_schedule_callback(schedule, epochs)]
     early_stopping = []
     if validation is not None:

@@ -14,6 +14,8 @@ is imported only when something is drawn; install it with
   activation maps, :func:`class_activation_maps`).
 * :class:`TrainingHistoryDisplay`: loss and accuracy of both training
   stages of a fine-tuned classifier.
+* :class:`LearningRateFinderDisplay`: the learning-rate range test of a
+  classifier fitted with ``learning_rate="auto"``, the chosen rate marked.
 * :class:`LayerTransferDisplay`: validation score against the cut ``layer``
   of a grid search, the picture of the rule of thumb (a high layer for
   data like ImageNet, a lower one for different data).
@@ -31,6 +33,7 @@ from ._gradcam import class_activation_maps
 __all__ = [
     "GradCAMDisplay",
     "LayerTransferDisplay",
+    "LearningRateFinderDisplay",
     "TrainingHistoryDisplay",
     "class_activation_maps",
 ]
@@ -71,6 +74,21 @@ def _axes_grid(ax, n: int, n_cols: int, what: str, panel_size=(2.6, 2.6)):
             "Axes (e.g. plt.subplots(rows, cols)[1]) or ax=None for a new figure."
         )
     return axes[0].figure, axes[:n]
+
+
+def _fitted_classifier(estimator, display: str):
+    """The fitted FineTunedCNNClassifier that ``display`` draws (a search's best)."""
+    from sklearn.utils.validation import check_is_fitted
+
+    _pyplot(display)
+    estimator = getattr(estimator, "best_estimator_", estimator)
+    if not hasattr(type(estimator), "explain"):
+        raise TypeError(
+            f"{display}.from_estimator needs a FineTunedCNNClassifier; got "
+            f"{type(estimator).__name__}."
+        )
+    check_is_fitted(estimator)
+    return estimator
 
 
 def _label_text(label) -> str:
@@ -428,19 +446,168 @@ class TrainingHistoryDisplay:
         -------
         display : TrainingHistoryDisplay
         """
-        from sklearn.utils.validation import check_is_fitted
-
-        _pyplot("TrainingHistoryDisplay")
-        estimator = getattr(estimator, "best_estimator_", estimator)
-        if not hasattr(type(estimator), "explain"):
-            raise TypeError(
-                "TrainingHistoryDisplay.from_estimator needs a FineTunedCNNClassifier "
-                f"(it has training curves); got {type(estimator).__name__}."
-            )
-        check_is_fitted(estimator)
+        estimator = _fitted_classifier(estimator, "TrainingHistoryDisplay")
         # A model saved before stages_ existed reads with names as titles.
         titles = {stage.name: stage.title for stage in getattr(estimator, "stages_", ())}
         return cls(estimator.history_, stage_titles=titles).plot(ax=ax)
+
+
+class LearningRateFinderDisplay:
+    """Loss against learning rate in a range test, the suggested rate marked.
+
+    The curve of ``learning_rate="auto"`` (fastai's ``lr_find``): the
+    smoothed training loss of one batch per rate, the rates growing
+    exponentially, on a log axis. Where the loss falls, the network learns;
+    where it shoots up, the rate is too high. The suggested rate, where the
+    longest descent has lost half its drop, is marked; a curve without a
+    clear descent
+    has no suggestion (the classifier then used its default rate).
+
+    Parameters
+    ----------
+    learning_rates : array-like of shape (n_points,)
+        Increasing.
+    losses : array-like of shape (n_points,)
+        The smoothed loss at each rate.
+    suggestion : float or None, default=None
+        The rate to mark, within the range of ``learning_rates``.
+    title : str or None, default=None
+        The title of the Axes (the stage, with ``from_estimator``).
+
+    Attributes
+    ----------
+    figure_ : matplotlib Figure
+    ax_ : matplotlib Axes
+    line_ : matplotlib Line2D
+        The curve.
+    suggestion_ : matplotlib Line2D or None
+        The marker of the suggestion on the curve (None without one).
+
+    See Also
+    --------
+    sktransfer.FineTunedCNNClassifier : Its ``lr_find_`` is drawn.
+    TrainingHistoryDisplay : The training that followed.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from sktransfer.inspection import LearningRateFinderDisplay
+    >>> rates = np.logspace(-7, 0, 50)
+    >>> losses = 1.0 - 0.5 / (1 + (rates / 1e-4) ** -2) + (rates / 0.1) ** 2
+    >>> display = LearningRateFinderDisplay(rates, losses, suggestion=1e-4).plot()
+    >>> display.ax_.get_xscale()
+    'log'
+    >>> display.suggestion_.get_xdata().tolist()
+    [0.0001]
+
+    With a classifier fitted with ``learning_rate="auto"``:
+    ``LearningRateFinderDisplay.from_estimator(clf)``.
+    """
+
+    def __init__(self, learning_rates, losses, *, suggestion=None, title=None):
+        self.learning_rates = learning_rates
+        self.losses = losses
+        self.suggestion = suggestion
+        self.title = title
+
+    def plot(self, *, ax=None) -> LearningRateFinderDisplay:
+        """Draw the curve and mark the suggestion.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            None makes a new figure.
+
+        Returns
+        -------
+        display : LearningRateFinderDisplay
+        """
+        rates = np.asarray(self.learning_rates, dtype=float)
+        losses = np.asarray(self.losses, dtype=float)
+        if rates.ndim != 1 or rates.shape != losses.shape or len(rates) == 0:
+            raise ValueError(
+                f"learning_rates and losses must be 1-D, of one length and not "
+                f"empty; got shapes {rates.shape} and {losses.shape}."
+            )
+        if not (rates > 0).all() or (np.diff(rates) <= 0).any():
+            raise ValueError(
+                "learning_rates must be positive and increasing, as a range test "
+                "tries them."
+            )
+        plt = _pyplot("LearningRateFinderDisplay")
+        if ax is None:
+            self.figure_, self.ax_ = plt.subplots(figsize=(5, 3.5))
+        else:
+            self.figure_, self.ax_ = ax.figure, ax
+        (self.line_,) = self.ax_.plot(rates, losses, label="smoothed loss")
+        self.ax_.set_xscale("log")
+        self.suggestion_ = None
+        if self.suggestion is not None:
+            rate = float(self.suggestion)
+            if not rates[0] <= rate <= rates[-1]:
+                raise ValueError(
+                    f"suggestion={rate:g} is outside the rates of the curve "
+                    f"[{rates[0]:g}, {rates[-1]:g}]."
+                )
+            finite = np.isfinite(losses)
+            loss = np.interp(np.log(rate), np.log(rates[finite]), losses[finite])
+            (self.suggestion_,) = self.ax_.plot(
+                [rate], [loss], "o", color="tab:red", label=f"suggestion: {rate:.2g}"
+            )
+        self.ax_.set_xlabel("learning rate (log scale)")
+        self.ax_.set_ylabel("training loss (smoothed)")
+        if self.title:
+            self.ax_.set_title(self.title)
+        self.ax_.legend(fontsize=8)
+        return self
+
+    @classmethod
+    def from_estimator(
+        cls, estimator, *, stage: str | None = None, ax=None
+    ) -> LearningRateFinderDisplay:
+        """Draw a range test of a fitted :class:`FineTunedCNNClassifier`.
+
+        Parameters
+        ----------
+        estimator : FineTunedCNNClassifier
+            Fitted with ``learning_rate="auto"`` (or
+            ``head_learning_rate="auto"``); a fitted search is read through
+            its ``best_estimator_``.
+        stage : str, default=None
+            The stage whose test is drawn, a key of ``lr_find_``
+            (``"fine_tune"``, ``"head"``); None for the last one run.
+        ax : matplotlib Axes, default=None
+            See :meth:`plot`.
+
+        Returns
+        -------
+        display : LearningRateFinderDisplay
+        """
+        estimator = _fitted_classifier(estimator, "LearningRateFinderDisplay")
+        tests = getattr(estimator, "lr_find_", {})
+        if not tests:
+            raise ValueError(
+                "This classifier ran no learning-rate range test: fit it with "
+                "learning_rate='auto' (or head_learning_rate='auto') to have one."
+            )
+        if stage is None:
+            stage = list(tests)[-1]
+        if stage not in tests:
+            raise ValueError(
+                f"stage={stage!r} ran no range test; the stages that did are "
+                f"{list(tests)}."
+            )
+        titles = {s.name: s.title for s in getattr(estimator, "stages_", ())}
+        test = tests[stage]
+        display = cls(
+            test["learning_rates"],
+            test["losses"],
+            suggestion=test["suggestion"],
+            title=f"range test: {titles.get(stage, stage)}",
+        )
+        return display.plot(ax=ax)
 
 
 class LayerTransferDisplay:

@@ -314,6 +314,7 @@ def _add_fit_parser(commands) -> None:
             "sktransfer fit photos/ -o model.sktransfer",
             "sktransfer fit photos/ --backbone resnet50 --layer=-2 --trainable-blocks 2 "
             "--epochs 20 -o model.sktransfer",
+            "sktransfer fit photos/ --learning-rate auto --random-state 0 -o model.sktransfer",
             "sktransfer fit photos/ --trainable-blocks 0 --no-augment --random-state 0 "
             "-o model.sktransfer",
         ),
@@ -328,10 +329,12 @@ def _add_fit_parser(commands) -> None:
         "whole network, 'auto' by the rule of thumb from the images per class and "
         "the cut (default: 1)",
     )
-    fit.add_argument("--learning-rate", type=float, default=1e-4,
-                     help="learning rate of stage 2, fine tuning (default: 1e-4)")
-    fit.add_argument("--head-learning-rate", type=float, default=1e-3,
-                     help="learning rate of stage 1, the new top (default: 1e-3)")
+    fit.add_argument("--learning-rate", type=_learning_rate, default=1e-4,
+                     help="learning rate of stage 2, fine tuning, or 'auto': found by "
+                     "a learning-rate range test before stage 2 (default: 1e-4)")
+    fit.add_argument("--head-learning-rate", type=_learning_rate, default=1e-3,
+                     help="learning rate of stage 1, the new top, or 'auto' "
+                     "(default: 1e-3)")
     fit.add_argument("--head-epochs", type=int, default=10,
                      help="maximum epochs of stage 1 (default: 10)")
     fit.add_argument("--epochs", type=int, default=10,
@@ -453,6 +456,12 @@ def _bounded(convert, low, *, strict: bool, what: str):
 _positive_int = _bounded(int, 1, strict=False, what="a whole number of at least 1")
 _non_negative_int = _bounded(int, 0, strict=False, what="a whole number, 0 or more")
 _positive_float = _bounded(float, 0, strict=True, what="a number greater than 0")
+
+
+def _learning_rate(text: str):
+    if text == "auto":
+        return text
+    return _bounded(float, 0, strict=True, what="a number greater than 0 or 'auto'")(text)
 
 
 def _add_demo_parser(commands) -> None:

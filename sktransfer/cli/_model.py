@@ -71,7 +71,15 @@ def training_summary(clf) -> list[str]:
         title = f"stage {number} ({stage.title})"
         if stage.trainable_blocks:
             title += f", {stage.trainable_blocks} block(s) unfrozen"
-        lines.append(f"{title}: {epochs} epoch(s)")
+        line = f"{title}: {epochs} epoch(s)"
+        found = getattr(clf, "lr_find_", {}).get(stage.name)
+        if found is not None:
+            line += f", learning rate {stage.learning_rate:.2g} " + (
+                "from a range test"
+                if found["suggestion"] is not None
+                else "(the default: the range test found no clear descent)"
+            )
+        lines.append(line)
         last = history
     if last is not None and last.get("val_loss") and last.get("val_accuracy"):
         # Early stopping keeps the weights of the epoch of lowest validation loss.
