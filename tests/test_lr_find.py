@@ -12,7 +12,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.utils._param_validation import InvalidParameterError
 
 from sktransfer import _lr_find, _training, load_model, save_model
-from sktransfer._cli_model import training_summary
+from sktransfer.cli._model import training_summary
 from sktransfer._stages import Stage
 from sktransfer.cli import build_parser
 
