@@ -349,7 +349,9 @@ def test_a_failing_disk_cache_warns_and_returns_the_features(tmp_path, monkeypat
     X = make_images(4)
     with pytest.warns(UserWarning, match="could not be written to the disk cache"):
         got = CNNFeatureExtractor(**COMMON, memory=tmp_path / "f", cache=False).fit(X).transform(X)
-    np.testing.assert_array_equal(got, reference(X))
+    # Two separate passes: oneDNN may sum in another order on a loaded machine
+    # (seen: 1e-17 apart), so equal up to the last bits.
+    np.testing.assert_allclose(got, reference(X), rtol=1e-6, atol=1e-9)
     assert not [p for p in (tmp_path / "f").rglob("*") if p.is_file()]
 
 
