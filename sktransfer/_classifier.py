@@ -959,7 +959,7 @@ def _check_sample_weights(sample_weight, y: np.ndarray):
     if sample_weight is None:
         return None
     try:
-        weights = _check_sample_weight(
+        return _check_sample_weight(
             sample_weight, y, dtype=np.float32, ensure_non_negative=True
         )
     except ValueError:
@@ -969,12 +969,3 @@ def _check_sample_weights(sample_weight, y: np.ndarray):
                 f"({len(y)},), one weight per image and label."
             ) from None
         raise
-    weighted = np.unique(y[weights > 0]).tolist()
-    if len(weighted) == 1:
-        raise ValueError(
-            f"sample_weight leaves only one class with weight ({weighted[0]!r}): "
-            "every image of the other classes has weight 0, and a classifier "
-            "needs at least 2 classes to learn from. Give some images of another "
-            "class a positive weight."
-        )
-    return weights

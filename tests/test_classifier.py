@@ -229,7 +229,6 @@ def test_sample_and_class_weights(data, tiny_backbone_file):
         ({"layer": 5}, None, "layer=5 is out of range"),
         ({}, lambda X, y: (X, y, np.ones(3)), "sample_weight has shape \\(3,\\)"),
         ({}, lambda X, y: (X, y, -np.ones(24)), "Negative values in data passed to `sample_weight`"),
-        ({}, lambda X, y: (X, y, (y == "dark") * 1.0), "sample_weight leaves only one class with weight \\('dark'\\)"),
         ({}, lambda X, y: (X, np.stack([y, y], axis=1)), "1-D array of class labels.*got shape \\(24, 2\\)"),
     ],
 )

@@ -147,6 +147,11 @@ EXPECTED_FAILED_CHECKS = {
             "test_classifiers_classes",
             "string, object and -1/1 labels are the classes_ and the predictions",
         ),
+        "check_classifiers_one_label_sample_weights": on_images(
+            "test_classifiers_one_label_sample_weights",
+            "weights zero on every sample but those of one class give a "
+            "classifier that predicts that class, or an error naming 'class'",
+        ),
         "check_classifiers_train": on_images(
             "test_classifiers_train",
             "training accuracy above 0.83, decision_function and predict_proba "

@@ -551,8 +551,8 @@ def test_classifiers_classes(make):
 def test_classifiers_one_label_sample_weights(make):
     """check_classifiers_one_label_sample_weights: weights that keep one class.
 
-    Fitting raises an error that says so (scikit-learn also accepts
-    predicting that class only).
+    The classifier predicts that class only (scikit-learn also accepts an
+    error that says so; test_classifier.py relies on the fit).
     """
     X, _ = image_data(10)
     y = np.arange(10) % 2
