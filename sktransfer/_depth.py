@@ -30,10 +30,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ._pooling import n_pooled
@@ -73,6 +69,13 @@ def linear_probe(X, y, cv=None, *, refit: bool = True):
     or with ``cv=None`` (too few images per class to choose) a pipeline
     fitted at C=1.0.
     """
+    # Imported here: scikit-learn >= 1.9's estimators import sklearn.callback,
+    # and importing sktransfer must work where that module is missing.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=MAX_ITER))
     if cv is not None:
         model = GridSearchCV(
@@ -182,6 +185,8 @@ def probe(network, features, y, pooling) -> Probe:
     n_folds = min(N_FOLDS, int(np.unique(y, return_counts=True)[1].min()))
     # Unshuffled, as scikit-learn's cv=int: the choice depends on the
     # images and their order only, never on a random draw.
+    from sklearn.model_selection import StratifiedKFold
+
     cv = StratifiedKFold(n_folds)
     start = time.perf_counter()
     scores = {

@@ -93,6 +93,20 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def test_every_relative_import_names_a_module_of_the_package():
+    """Imports inside functions run late: a moved module must not leave one dangling."""
+    dangling = []
+    for name, path in MODULES.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, node.module])
+                if module not in MODULES:
+                    dangling.append(f"{name}:{node.lineno} imports {module}")
+    assert not dangling, dangling
+
+
 def test_the_package_has_no_import_cycle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -177,9 +177,9 @@ def _tsv(row: list[str]) -> str:
 
 def _use_engine(model, engine: str) -> None:
     """Run a loaded model's inference on ``engine`` (its steps', for a pipeline)."""
-    from ._classifier import FineTunedCNNClassifier
-    from ._engines import choose
-    from ._extractor import CNNFeatureExtractor
+    from .._classifier import FineTunedCNNClassifier
+    from .._engines import choose
+    from .._extractor import CNNFeatureExtractor
 
     steps = getattr(model, "named_steps", {})
     for estimator in [model, *steps.values()]:
