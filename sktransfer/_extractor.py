@@ -340,9 +340,9 @@ default="float32"
                 "images, so fit needs y (the class of each image), but y is None. "
                 "Pass fit(X, y), or a fixed layer (layer=-1, the top block)."
             )
-        from ._classifier import _check_labels
+        from ._labels import check_labels
 
-        y = _check_labels(y)
+        y = check_labels(y)
         if len(y) != n_images:
             raise ValueError(f"X has {n_images} images but y has {len(y)} labels.")
         _depth.check_probe_labels(y, "CNNFeatureExtractor")
