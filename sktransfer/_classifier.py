@@ -818,12 +818,13 @@ def _flip_averaged(logits, output: str):
     ``predict_proba`` and ``decision_function`` consistent with each other.
     """
 
+    from scipy.special import softmax
+
     def forward(batch):
         mean = (logits(batch) + logits(np.ascontiguousarray(batch[:, :, ::-1]))) / 2
         if output == "logits":
             return mean
-        exp = np.exp(mean - mean.max(axis=1, keepdims=True))
-        return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(mean, axis=1).astype(np.float32)
 
     return forward
 

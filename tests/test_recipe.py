@@ -6,20 +6,16 @@ import keras
 import numpy as np
 import pytest
 
-from sktransfer import FineTunedCNNClassifier
 from sktransfer import _training
 from sktransfer._stages import Stage
 
 from .conftest import two_classes
+from .test_classifier import classifier as small_classifier
 
 
 def classifier(backbone, **params):
-    defaults = dict(
-        weights=None, head_epochs=1, epochs=2, batch_size=8, random_state=0,
-        augment=False, early_stopping=False, learning_rate=1e-2, preprocessing="tf",
-        optimizer="sgd",
-    )
-    return FineTunedCNNClassifier(backbone, **{**defaults, **params})
+    """test_classifier's small classifier, with this file's differences."""
+    return small_classifier(backbone, **{**dict(head_epochs=1, learning_rate=1e-2, optimizer="sgd"), **params})
 
 
 @pytest.fixture(scope="module")

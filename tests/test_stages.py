@@ -14,15 +14,13 @@ from sktransfer._stages import Stage
 from sktransfer.exceptions import CorruptFileError
 
 from .conftest import two_classes
+from .test_classifier import classifier as small_classifier
 from .test_persistence import member, rewritten
 
 
 def classifier(backbone, **params):
-    defaults = dict(
-        weights=None, head_epochs=2, epochs=1, batch_size=8, random_state=0,
-        augment=False, early_stopping=False, learning_rate=1e-3, preprocessing="tf",
-    )
-    return FineTunedCNNClassifier(backbone, **{**defaults, **params})
+    """test_classifier's small classifier, with this file's differences."""
+    return small_classifier(backbone, **{**dict(epochs=1), **params})
 
 
 @pytest.fixture(scope="module")
